@@ -1,0 +1,66 @@
+"""Checks of a config that a JSON schema cannot express, and each rule's settings.
+
+The schema (workflow/schemas/config.schema.yaml) checks keys, types and ranges and fills
+in defaults; these checks relate settings to each other. Both run before any job starts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config setting that cannot work; the message names the key."""
+
+
+def check_target(name: str, spec: dict) -> None:
+    """Raise :class:`ConfigError` naming the key if a target's settings conflict."""
+    where = f"targets.{name}"
+    if spec.get("family") == "dln":
+        widths, rank = spec["widths"], spec["rank"]
+        if rank > min(widths):
+            raise ConfigError(
+                f"{where}.rank = {rank} exceeds the narrowest width {min(widths)} "
+                f"of {where}.widths"
+            )
+    if spec.get("family") == "mlp" and spec.get("activation") == "relu":
+        pass  # allowed; the report flags a large gradient norm at w* if it arises
+    batch = (spec.get("train") or {}).get("batch_size")
+    if batch is not None and batch > spec["n"]:
+        raise ConfigError(
+            f"{where}.train.batch_size = {batch} exceeds {where}.n = {spec['n']}"
+        )
+
+
+def check_method(name: str, spec: dict) -> None:
+    """Raise :class:`ConfigError` naming the key if a method's settings conflict."""
+    where = f"methods.{name}"
+    algo = spec.get("algo")
+    if algo in ("sgld", "hmc"):
+        n_steps, burn_in = spec["n_steps"], spec["burn_in"]
+        thin = spec.get("thin", 1)
+        if burn_in >= n_steps:
+            raise ConfigError(
+                f"{where}.burn_in = {burn_in} leaves no draws: it must be less than "
+                f"{where}.n_steps = {n_steps}"
+            )
+        kept = n_steps // thin - burn_in // thin
+        if kept < 4:
+            raise ConfigError(
+                f"{where}: n_steps = {n_steps}, burn_in = {burn_in} and thin = {thin} "
+                f"keep {kept} draws per chain; at least 4 are needed for diagnostics"
+            )
+
+
+def check_config(config: dict) -> None:
+    """Check every target and method of a validated config."""
+    for name, spec in config["targets"].items():
+        check_target(name, spec)
+    for name, spec in config["methods"].items():
+        check_method(name, spec)
+
+
+def canonical(value: Any) -> str:
+    """The JSON text of a rule's settings: keys sorted, so key order never matters."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

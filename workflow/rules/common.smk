@@ -1,0 +1,37 @@
+# Helpers about the DAG only: job lists, each rule's settings, wildcard constraints.
+# Everything else lives in the lambda_hat package, where it is unit-tested.
+from lambda_hat.config import canonical, check_config
+
+check_config(config)
+
+
+wildcard_constraints:
+    target="[A-Za-z0-9_-]+",
+    method="[A-Za-z0-9_-]+",
+    rep="[0-9]+",
+
+
+def replicates(method):
+    return config["methods"][method].get("replicates", config["replicates"])
+
+
+def run_dirs():
+    """results/runs/<target>/<method>/<rep> for every job of Stage B."""
+    return [
+        f"results/runs/{t}/{m}/{r}"
+        for t in sorted(config["targets"])
+        for m in sorted(config["methods"])
+        for r in range(replicates(m))
+    ]
+
+
+def target_settings(wildcards):
+    """The train rule's params: its target's settings and the seed, as sorted JSON."""
+    return canonical(config["targets"][wildcards.target])
+
+
+def method_settings(wildcards):
+    """The sample rule's params: its method's settings, as sorted JSON."""
+    spec = dict(config["methods"][wildcards.method])
+    spec.pop("replicates", None)
+    return canonical(spec)
