@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -153,8 +154,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
     _setup_logging(args.log)
+    log.info("lambda-hat %s", shlex.join(argv))
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as err:
