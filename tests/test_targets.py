@@ -81,7 +81,7 @@ def test_dln_teacher_has_the_configured_rank():
 def test_dln_records_aoyagi_lambda(make_target):
     meta = load_target(make_target("dln", DLN)).meta
     assert meta["truth_kind"] == "aoyagi"
-    # widths (4, 3, 4), rank 1: the one-hidden-layer formula gives 11/2 (see test_aoyagi)
+    # widths (4, 3, 4), rank 1: the one-hidden-layer formula (see test_aoyagi)
     from lambda_hat.aoyagi import dln_lambda
 
     assert meta["true_lambda"] == float(dln_lambda([4, 3, 4], 1))
