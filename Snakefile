@@ -25,5 +25,5 @@ report: "workflow/report/workflow.rst"
 rule all:
     input:
         "results/llc.parquet",
-        "results/report/index.html",
+        rules.report.output,
     default_target: True
