@@ -23,7 +23,7 @@ report: "workflow/report/workflow.rst"
 
 
 rule all:
+    default_target: True
     input:
         "results/llc.parquet",
         rules.report.output,
-    default_target: True

@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.colors as mcolors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
@@ -165,9 +166,40 @@ def _truth_line(ax, run: pd.Series | None, *, label: bool = True) -> None:
         ax.axhspan(truth - 2 * se, truth + 2 * se, color=TRUTH_COLOUR, alpha=0.08)
 
 
+def _truth_text(run: pd.Series, *, se: bool = True) -> str:
+    """'exact 4.967', 'aoyagi 9' or 'reference 4.99 ± 0.03' (without SE: no ± part)."""
+    text = f"{run['truth_kind'] or 'truth'} {float(run['truth']):.4g}"
+    if se and _finite(run.get("truth_se")):
+        text += f" ± {float(run['truth_se']):.2g}"
+    return text
+
+
 def _first_truth(runs: pd.DataFrame) -> pd.Series | None:
     has = runs[runs["truth"].notna()]
     return has.iloc[0] if len(has) else None
+
+
+class _PlainLogFormatter(mticker.LogFormatterSciNotation):
+    """Log-axis tick labels as plain numbers (300, 2k, 1.5M) rather than powers of ten.
+
+    The parent decides which ticks get a label (minor ticks only on short ranges).
+    """
+
+    def __call__(self, x, pos=None):
+        if not super().__call__(x, pos):
+            return ""
+        for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if abs(x) >= size:
+                return f"{x / size:g}{suffix}"
+        return f"{x:g}"
+
+
+def _log_axis(ax, which: str) -> None:
+    """Log scale with plain tick labels on the ``which`` ("x" or "y") axis of ``ax``."""
+    getattr(ax, f"set_{which}scale")("log")
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_formatter(_PlainLogFormatter())
+    axis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False))
 
 
 def _message(ax, text: str) -> None:
@@ -230,14 +262,14 @@ def llc_by_method(
                     rotation=90,
                     transform=ax.get_xaxis_transform(),
                 )
-        _truth_line(ax, _first_truth(t_runs))
+        truth = _first_truth(t_runs)
+        _truth_line(ax, truth, label=False)
         rotation = 30 if len(methods) > 3 else 0
         ax.set_xticks(range(len(methods)), methods, rotation=rotation)
         ax.set_xlim(-0.6, len(methods) - 0.4)
-        ax.set_title(target)
+        about = _truth_text(truth) if truth is not None else "no truth or reference"
+        ax.set_title(f"{target}  ({about})")
         ax.set_ylabel(LLC)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="best")
     return png(fig)
 
 
@@ -262,7 +294,7 @@ def running_llc(
     """
     fig, axes = _figure(width=width, height=3.2)
     ax = axes[0, 0]
-    lines = []
+    lines, points = [], []
     for _, run in runs.sort_values(["method", "rep"]).iterrows():
         colour = colours[run["method"]]
         d = draws[(run["target"], run["method"], int(run["rep"]))]
@@ -292,14 +324,15 @@ def running_llc(
             ax.errorbar(
                 cost, run["llc_mean"], yerr=2 * se, fmt="o", color=colour, capsize=3
             )
-            lines.append(np.array([float(run["llc_mean"])]))
+            points += [run["llc_mean"] - 2 * se, run["llc_mean"] + 2 * se]
     truth = _first_truth(runs)
     _truth_line(ax, truth, label=False)
-    if not lines:
+    if not lines and not points:
         _message(ax, "no run finished with a running λ̂")
     else:
-        ax.set_xscale("log")
-        limits = _robust_limits(lines, [truth["truth"]] if truth is not None else [])
+        _log_axis(ax, "x")
+        include = points + ([truth["truth"]] if truth is not None else [])
+        limits = _robust_limits(lines, include)
         if limits:
             ax.set_ylim(*limits)
     handles = [
@@ -307,9 +340,18 @@ def running_llc(
         for m in sorted(runs["method"].unique())
     ]
     if truth is not None:
-        kind = truth["truth_kind"] or "truth"
-        handles.append(Line2D([], [], color=TRUTH_COLOUR, ls="--", lw=1, label=kind))
-    ax.legend(handles=handles, loc="best")
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=TRUTH_COLOUR,
+                ls="--",
+                lw=1,
+                label=_truth_text(truth, se=False),
+            )
+        )
+    # Outside the axes: running means cross every corner of the plot.
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_xlabel("gradient evaluations per chain")
     ax.set_ylabel(f"running {LLC}")
     ax.set_title(title)
@@ -345,9 +387,9 @@ def trace(
     n = len(runs)
     ncols = min(n, 3)
     nrows = math.ceil(n / ncols)
-    fig, axes = _figure(
-        ncols, nrows, width=width, height=2.2 + 1.6 * nrows, sharey=True
-    )
+    # One row is as tall as a running λ̂ figure, so that they line up side by side.
+    height = 3.2 if nrows == 1 else 0.4 + 2.6 * nrows
+    fig, axes = _figure(ncols, nrows, width=width, height=height, sharey=True)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     for i, (_, run) in enumerate(runs.iterrows()):
@@ -425,8 +467,8 @@ def error_vs_cost(runs: pd.DataFrame, colours: Mapping[str, str]) -> bytes:
                 edgecolor="white",
                 lw=0.5,
             )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _log_axis(ax, "x")
+        _log_axis(ax, "y")
         ax.set_xlabel(label)
     axes[0, 0].set_ylabel("|relative error| of " + LLC)
     if not have.empty:

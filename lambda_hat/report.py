@@ -144,9 +144,8 @@ def flags(runs: pd.DataFrame, pooled_mean: float | None = None) -> list[Flag]:
     out = []
     bad = runs[runs["status"] != "ok"]
     if len(bad):
-        label = "diverged" if len(runs) == 1 else f"diverged {len(bad)}/{len(runs)}"
         messages = "; ".join(m for m in bad["message"].fillna("") if m)
-        out.append(Flag("diverged", label, messages or "the run did not finish"))
+        out.append(Flag("diverged", "diverged", messages or "the run did not finish"))
     ok = runs[runs["status"] == "ok"]
     rhat = ok["rhat"].dropna()
     if len(rhat) and rhat.max() > RHAT_MAX:
@@ -242,6 +241,12 @@ def pool(runs: pd.DataFrame) -> pd.DataFrame:
         rel = (mean - truth) / truth if _finite(truth) and truth != 0 else math.nan
         vi = is_vi(g)
         converged = g["converged"].dropna()
+        # HMC runs are the reference of a target without a truth, not measured by it.
+        is_reference = bool(
+            (g["algo"] == "hmc").all()
+            and g["truth"].isna().all()
+            and (runs.loc[runs["target"] == target, "truth_kind"] == "reference").any()
+        )
         rows.append(
             {
                 "target": target,
@@ -259,6 +264,7 @@ def pool(runs: pd.DataFrame) -> pd.DataFrame:
                 "truth": truth,
                 "truth_kind": kind,
                 "truth_se": truth_se,
+                "is_reference": is_reference,
                 "rel_error": rel,
                 "ess_min": _stat(ok["ess"], "min"),
                 "rhat_max": _stat(ok["rhat"], "max"),
@@ -293,6 +299,11 @@ def fmt_pm(mean, se) -> str:
         return f"{float(mean):.4g}"
     decimals = min(max(1 - math.floor(math.log10(float(se))), 0), 8)
     return f"{float(mean):.{decimals}f} ± {float(se):.{decimals}f}"
+
+
+def text(value) -> str:
+    """A string cell: the value, or a dash when it is null."""
+    return DASH if value is None or pd.isna(value) or value == "" else str(value)
 
 
 def fmt_count(value) -> str:
@@ -343,7 +354,9 @@ def summary_rows(pooled: pd.DataFrame) -> list[dict]:
                     "truth": fmt_pm(r["truth"], r["truth_se"])
                     if r["truth_kind"] == "reference"
                     else fmt(r["truth"]),
-                    "truth_kind": r["truth_kind"] or DASH,
+                    "truth_kind": "is the reference"
+                    if r["is_reference"]
+                    else text(r["truth_kind"]),
                     "rel_error": fmt(r["rel_error"], "+.1%"),
                     "ess": fmt(r["ess_min"], ".0f"),
                     "rhat": fmt(r["rhat_max"], ".3f"),

@@ -43,20 +43,20 @@ rule report:
             subcategory="{method}",
             labels={"target": "{target}", "method": "{method}", "figure": "traces"},
         ),
-    params:
-        title=config["name"],
-        digest=config_digest(config),
-        out_dir=subpath(output.index, parent=True),
     log:
         "logs/report/report.log",
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
     conda:
         "../../envs/lambda-hat.yaml"
     container:
         config["container"]
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        title=config["name"],
+        digest=config_digest(config),
+        out_dir=subpath(output.index, parent=True),
     shell:
         "lambda-hat --log {log} report --llc {input.llc} --runs-dir results/runs"
         " --out-dir {params.out_dir} --title {params.title:q}"
