@@ -186,12 +186,15 @@ class _PlainLogFormatter(mticker.LogFormatterSciNotation):
     """
 
     def __call__(self, x, pos=None):
-        if not super().__call__(x, pos):
-            return ""
-        for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-            if abs(x) >= size:
-                return f"{x / size:g}{suffix}"
-        return f"{x:g}"
+        return _plain(x) if super().__call__(x, pos) else ""
+
+
+def _plain(x: float, pos=None) -> str:
+    """A tick label such as 0.01, 300, 2k, 1.5M."""
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= size:
+            return f"{x / size:g}{suffix}"
+    return f"{x:g}"
 
 
 def _log_axis(ax, which: str) -> None:
@@ -428,7 +431,7 @@ def trace(
         ax.set_xlabel("optimisation step" if is_vi else "step")
         if i % ncols == 0:
             ax.set_ylabel("ELBO" if is_vi else r"$L_n(w) - L_0$")
-        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+        ax.xaxis.set_major_formatter(mticker.FuncFormatter(_plain))
     if n > 1:
         fig.suptitle(title, fontsize=10, fontweight="bold")
     return png(fig)
@@ -469,6 +472,8 @@ def error_vs_cost(runs: pd.DataFrame, colours: Mapping[str, str]) -> bytes:
             )
         _log_axis(ax, "x")
         _log_axis(ax, "y")
+        # Log-scale autoscaling puts the extreme points on the frame; leave room.
+        ax.margins(0.08)
         ax.set_xlabel(label)
     axes[0, 0].set_ylabel("|relative error| of " + LLC)
     if not have.empty:
