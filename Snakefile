@@ -23,7 +23,7 @@ report: "workflow/report/workflow.rst"
 
 
 rule all:
+    default_target: True
     input:
         "results/llc.parquet",
-        "results/report/index.html",
-    default_target: True
+        rules.report.output,

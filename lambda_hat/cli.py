@@ -106,7 +106,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         runs_dir=args.runs_dir,
         out_dir=args.out_dir,
         title=args.title,
-        config_path=args.config,
+        config_digest=args.config_digest,
     )
     log.info("wrote %s", index)
 
@@ -148,7 +148,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir", required=True, help="directory of the runs' draws")
     r.add_argument("--out-dir", required=True, help="report directory to write")
     r.add_argument("--title", default="lambda-hat report", help="experiment name")
-    r.add_argument("--config", help="the config file, for its digest in the header")
+    r.add_argument(
+        "--config-digest", help="digest of the experiment's config, for the header"
+    )
     r.set_defaults(func=cmd_report)
     return p
 

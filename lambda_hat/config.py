@@ -6,6 +6,7 @@ in defaults; these checks relate settings to each other. Both run before any job
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -64,3 +65,8 @@ def check_config(config: dict) -> None:
 def canonical(value: Any) -> str:
     """The JSON text of a rule's settings: keys sorted, so key order never matters."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def config_digest(config: dict) -> str:
+    """A short digest of a config (its canonical JSON), shown in the report's header."""
+    return hashlib.sha256(canonical(config).encode("utf-8")).hexdigest()[:12]

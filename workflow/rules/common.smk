@@ -1,6 +1,6 @@
 # Helpers about the DAG only: job lists, each rule's settings, wildcard constraints.
 # Everything else lives in the lambda_hat package, where it is unit-tested.
-from lambda_hat.config import canonical, check_config
+from lambda_hat.config import canonical, check_config, config_digest
 
 check_config(config)
 
