@@ -3,12 +3,16 @@
 # aggregated into results/llc.parquet and a report. See README.md and config/README.md.
 from snakemake.utils import min_version, validate
 
+from lambda_hat.schema import coerce_types
+
 min_version("9.0")
 
 
 configfile: "config/config.yaml"
 
 
+# One type per value however it was given (file or --config), then the schema's check.
+coerce_types(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -23,7 +27,7 @@ report: "workflow/report/workflow.rst"
 
 
 rule all:
+    default_target: True
     input:
         "results/llc.parquet",
         "results/report/index.html",
-    default_target: True

@@ -1,6 +1,7 @@
 # Helpers about the DAG only: job lists, each rule's settings, wildcard constraints.
 # Everything else lives in the lambda_hat package, where it is unit-tested.
 from lambda_hat.config import canonical, check_config
+from lambda_hat.provenance import code_digest
 
 check_config(config)
 
@@ -35,3 +36,8 @@ def method_settings(wildcards):
     spec = dict(config["methods"][wildcards.method])
     spec.pop("replicates", None)
     return canonical(spec)
+
+
+def sample_code(wildcards):
+    """The sample rule's code param: the digest of the code its method's algo runs."""
+    return code_digest("sample", algo=config["methods"][wildcards.method]["algo"])
