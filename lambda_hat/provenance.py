@@ -26,7 +26,9 @@ PACKAGE = "lambda_hat"
 DATA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
-def code_digest(command: str, *, algo: str | None = None, root: Path | None = None) -> str:
+def code_digest(
+    command: str, *, algo: str | None = None, root: Path | None = None
+) -> str:
     """The digest (16 hex digits) of the code that ``lambda-hat <command>`` runs.
 
     Args:

@@ -2,10 +2,10 @@
 
 A run directory is a copy of the project's workflow (Snakefile, workflow/, envs/) and
 of the lambda_hat sources, with ``tests/data/tiny.yaml`` as its ``config/config.yaml``.
-Snakemake puts the Snakefile's folder first on ``sys.path``, so the DAG (and the code
-digest of each rule) is built from the copy's lambda_hat, which a test may edit; the jobs
-themselves run the installed ``lambda-hat``. One complete run is made per session and
-copied for each test that needs one.
+Snakemake puts the Snakefile's folder first on ``sys.path``, so the DAG (and the
+code digest of each rule) is built from the copy's lambda_hat, which a test may edit;
+the jobs themselves run the installed ``lambda-hat``. One complete run is made per
+session and copied for each test that needs one.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def snakemake_env(extra: dict | None = None) -> dict:
 
 
 def make_project(dest: Path, config: dict | None = None) -> Path:
-    """Copy the workflow and lambda_hat into ``dest`` with the tiny (or given) config."""
+    """Copy the workflow and lambda_hat into ``dest``, with the tiny or given config."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT:
         src = ROOT / name

@@ -69,17 +69,21 @@ def test_method_setting_reruns_that_method_only(project):
 
 def test_target_setting_reruns_that_target_only(project):
     edit_config(project, lambda c: c["targets"]["linreg"]["train"].update(steps=50))
-    assert pending(project) == {
-        "train_target:linreg",
-        "sample:linreg/sgld/0",
-        "sample:linreg/sgld_small/0",
-    } | AFTER
+    assert (
+        pending(project)
+        == {
+            "train_target:linreg",
+            "sample:linreg/sgld/0",
+            "sample:linreg/sgld_small/0",
+        }
+        | AFTER
+    )
 
 
 def test_swapping_two_values_reruns(project):
     def swap(config):
-        method = config["methods"]["sgld_small"]
-        method["burn_in"], method["batch_size"] = method["batch_size"], method["burn_in"]
+        m = config["methods"]["sgld_small"]
+        m["burn_in"], m["batch_size"] = m["batch_size"], m["burn_in"]
 
     edit_config(project, swap)
     assert pending(project) == SMALL | AFTER
@@ -130,9 +134,15 @@ def test_editing_code_reruns_the_jobs_that_run_it(project):
     assert pending(project) == set()
 
     sgld.write_text(source + "\nUNUSED_CONSTANT = 1\n")
-    assert pending(project) == {
-        f"sample:{t}/{m}/0" for t in ("linreg", "dln") for m in ("sgld", "sgld_small")
-    } | AFTER
+    assert (
+        pending(project)
+        == {
+            f"sample:{t}/{m}/0"
+            for t in ("linreg", "dln")
+            for m in ("sgld", "sgld_small")
+        }
+        | AFTER
+    )
 
     sgld.write_text(source)
     report = project / "lambda_hat" / "templates" / "report.html.j2"
