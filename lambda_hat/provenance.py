@@ -18,7 +18,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
-from functools import lru_cache
 from pathlib import Path
 
 PACKAGE = "lambda_hat"
@@ -46,7 +45,6 @@ def code_digest(
     return _digest(command, algo, root)
 
 
-@lru_cache(maxsize=64)
 def _digest(command: str, algo: str | None, root: Path) -> str:
     cli = _parse(root / "cli.py")
     functions = {

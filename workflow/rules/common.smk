@@ -1,5 +1,7 @@
 # Helpers about the DAG only: job lists, each rule's settings, wildcard constraints.
 # Everything else lives in the lambda_hat package, where it is unit-tested.
+from functools import cache
+
 from lambda_hat.config import canonical, check_config
 from lambda_hat.provenance import code_digest
 
@@ -38,6 +40,12 @@ def method_settings(wildcards):
     return canonical(spec)
 
 
+@cache
+def algo_code(algo):
+    """The digest of the code a sample job of ``algo`` runs (read once per run)."""
+    return code_digest("sample", algo=algo)
+
+
 def sample_code(wildcards):
-    """The sample rule's code param: the digest of the code its method's algo runs."""
-    return code_digest("sample", algo=config["methods"][wildcards.method]["algo"])
+    """The sample rule's code param."""
+    return algo_code(config["methods"][wildcards.method]["algo"])
