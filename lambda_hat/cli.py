@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -153,6 +154,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Several jobs may share a GPU: JAX then takes GPU memory as it needs it instead of
+    # most of the device up front. A value the user set wins (README.md, "GPUs").
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     args = parser().parse_args(argv)
     _setup_logging(args.log)
     try:
