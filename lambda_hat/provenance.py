@@ -64,43 +64,49 @@ def _digest(command: str, algo: str | None, root: Path) -> str:
 
     h = hashlib.blake2b(digest_size=8)
     for name in sorted(used):
-        h.update(f"function {name}\n{_code(functions[name])}\n".encode())
+        h.update(f"function {name}\n{ast.dump(functions[name])}\n".encode())
     for module in sorted(modules):
         path = _module_path(module, root)
         tree = _parse(path)
-        h.update(f"module {module}\n{_code(tree)}\n".encode())
+        h.update(f"module {module}\n{ast.dump(tree)}\n".encode())
         for data in _data_files(tree, path.parent):
             h.update(f"data {data.relative_to(root).as_posix()}\n".encode())
             h.update(data.read_bytes())
     return h.hexdigest()
 
 
+# Parsed files by path and content, docstrings dropped: several digests of one
+# Snakemake run read the same modules. Callers must not change the trees.
+_PARSED: dict[tuple[str, bytes], ast.Module] = {}
+
+
 def _parse(path: Path) -> ast.Module:
-    return ast.parse(path.read_text(), filename=str(path))
+    """The code of the file at ``path`` with its docstrings dropped.
+
+    ``ast.dump`` of the result holds no comments and no positions, so it changes only
+    when the code does.
+    """
+    source = path.read_bytes()
+    key = (str(path), hashlib.blake2b(source, digest_size=16).digest())
+    if key not in _PARSED:
+        tree = ast.parse(source, filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, DOCUMENTED) and _has_docstring(node):
+                node.body = node.body[1:] or [ast.Pass()]
+        _PARSED[key] = tree
+    return _PARSED[key]
 
 
-def _code(node: ast.AST) -> str:
-    """The code of ``node`` with docstrings dropped; no comments, no positions."""
-
-    class DropDocstrings(ast.NodeTransformer):
-        def generic_visit(self, node):
-            node = super().generic_visit(node)
-            body = getattr(node, "body", None)
-            if (
-                isinstance(body, list)
-                and body
-                and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)
-            ):
-                node.body = body[1:] or [ast.Pass()]
-            return node
-
-    return ast.dump(DropDocstrings().visit(_copy(node)))
+DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
-def _copy(node: ast.AST) -> ast.AST:
-    return ast.parse(ast.unparse(node))
+def _has_docstring(node: ast.AST) -> bool:
+    first = node.body[0] if node.body else None
+    return (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+    )
 
 
 def _called_helpers(entry: str, functions: dict[str, ast.FunctionDef]) -> set[str]:

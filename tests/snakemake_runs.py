@@ -25,6 +25,33 @@ IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".snakemake", "results",
 
 _finished: dict[str, Path] = {}
 
+# Stand-ins for conda and apptainer that only answer the checks Snakemake makes
+# before a dry run with `--sdm conda` or `--sdm apptainer`.
+STUB_CONDA = """#!/bin/sh
+case "$*" in
+  "info --json") printf '{"conda_prefix": "%s", "platform": "linux-64"}\\n' "$0";;
+  "--version") echo "conda 24.11.3";;
+  "config --get channel_priority --json")
+    echo '{"get": {"channel_priority": "strict"}}';;
+  *) echo "stand-in conda cannot: $*" >&2; exit 1;;
+esac
+"""
+STUB_APPTAINER = """#!/bin/sh
+case "$*" in
+  "--version") echo "apptainer version 1.3.4";;
+  *) echo "stand-in apptainer cannot: $*" >&2; exit 1;;
+esac
+"""
+
+
+def stand_in_tools(bin_dir: Path) -> dict:
+    """Write the stand-in conda and apptainer; return env with them first on PATH."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in (("conda", STUB_CONDA), ("apptainer", STUB_APPTAINER)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
 
 def snakemake_env(extra: dict | None = None) -> dict:
     """The environment for a Snakemake subprocess, with a JAX compilation cache that the
@@ -94,13 +121,13 @@ def copy_run(src: Path, dest: Path) -> Path:
     return dest
 
 
-def pending(project: Path, *args: str) -> set[str]:
+def pending(project: Path, *args: str, env: dict | None = None) -> set[str]:
     """The jobs a run would execute now, from ``snakemake --summary``.
 
     Each job is named ``rule`` or ``rule:wildcards`` (``sample:linreg/sgld/0``,
     ``train_target:dln``), from the outputs whose plan is an update.
     """
-    out = snakemake(project, "--summary", *args).stdout
+    out = snakemake(project, "--summary", *args, env=env).stdout
     lines = [line.split("\t") for line in out.splitlines() if "\t" in line]
     header, rows = lines[0], lines[1:]
     col = {name: i for i, name in enumerate(header)}

@@ -20,26 +20,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakemake_runs import ROOT, make_project, snakemake
+from snakemake_runs import ROOT, make_project, snakemake, stand_in_tools
 
 UV = shutil.which("uv")
 needs_uv = pytest.mark.skipif(UV is None, reason="uv is not on PATH")
-
-STUB_CONDA = """#!/bin/sh
-case "$*" in
-  "info --json") printf '{"conda_prefix": "%s", "platform": "linux-64"}\\n' "$0";;
-  "--version") echo "conda 24.11.3";;
-  "config --get channel_priority --json")
-    echo '{"get": {"channel_priority": "strict"}}';;
-  *) echo "stand-in conda cannot: $*" >&2; exit 1;;
-esac
-"""
-STUB_APPTAINER = """#!/bin/sh
-case "$*" in
-  "--version") echo "apptainer version 1.3.4";;
-  *) echo "stand-in apptainer cannot: $*" >&2; exit 1;;
-esac
-"""
 
 
 def version() -> str:
@@ -154,13 +138,7 @@ def test_image_recipe_installs_from_the_lockfile(tmp_path):
 
 @pytest.fixture
 def stubs(tmp_path):
-    """A PATH with stand-in conda and apptainer commands first."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, text in (("conda", STUB_CONDA), ("apptainer", STUB_APPTAINER)):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
-    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    return stand_in_tools(tmp_path / "bin")
 
 
 def test_dry_run_with_conda_environments(tmp_path, stubs):
