@@ -3,12 +3,20 @@
 # aggregated into results/llc.parquet and a report. See README.md and config/README.md.
 from snakemake.utils import min_version, validate
 
+from lambda_hat.schema import coerce_types
+
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# An experiment named with --configfile replaces the default one rather than merging
+# into it, so its targets and methods are exactly those it lists.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
 
 
+# One type per value however it was given (file or --config), then the schema's check.
+coerce_types(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

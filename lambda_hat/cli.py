@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import shlex
+import os
 import sys
 from pathlib import Path
 
@@ -157,6 +158,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # Several jobs may share a GPU: JAX then takes GPU memory as it needs it instead of
+    # most of the device up front. A value the user set wins (README.md, "GPUs").
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     args = parser().parse_args(argv)
     _setup_logging(args.log)
     log.info("lambda-hat %s", shlex.join(argv))

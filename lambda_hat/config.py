@@ -67,6 +67,12 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+# Keys that say where the pipeline runs, not what it computes.
+ENVIRONMENT_KEYS = ("container",)
+
+
 def config_digest(config: dict) -> str:
-    """A short digest of a config (its canonical JSON), shown in the report's header."""
-    return hashlib.sha256(canonical(config).encode("utf-8")).hexdigest()[:12]
+    """A short digest of what a config computes (its canonical JSON, without the keys
+    about the software environment), shown in the report's header."""
+    experiment = {k: v for k, v in config.items() if k not in ENVIRONMENT_KEYS}
+    return hashlib.sha256(canonical(experiment).encode("utf-8")).hexdigest()[:12]

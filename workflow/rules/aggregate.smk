@@ -5,13 +5,15 @@ rule aggregate:
         "results/llc.parquet",
     log:
         "logs/aggregate/aggregate.log",
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
     conda:
         "../../envs/lambda-hat.yaml"
     container:
         config["container"]
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        code=code_digest("aggregate"),
     shell:
         "lambda-hat --log {log} aggregate --out {output} {input}"

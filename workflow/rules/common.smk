@@ -1,6 +1,9 @@
 # Helpers about the DAG only: job lists, each rule's settings, wildcard constraints.
 # Everything else lives in the lambda_hat package, where it is unit-tested.
+from functools import cache
+
 from lambda_hat.config import canonical, check_config, config_digest
+from lambda_hat.provenance import code_digest
 
 check_config(config)
 
@@ -35,3 +38,14 @@ def method_settings(wildcards):
     spec = dict(config["methods"][wildcards.method])
     spec.pop("replicates", None)
     return canonical(spec)
+
+
+@cache
+def algo_code(algo):
+    """The digest of the code a sample job of ``algo`` runs (read once per run)."""
+    return code_digest("sample", algo=algo)
+
+
+def sample_code(wildcards):
+    """The sample rule's code param."""
+    return algo_code(config["methods"][wildcards.method]["algo"])

@@ -57,6 +57,7 @@ rule report:
         title=config["name"],
         digest=config_digest(config),
         out_dir=subpath(output.index, parent=True),
+        code=code_digest("report"),
     shell:
         "lambda-hat --log {log} report --llc {input.llc} --runs-dir results/runs"
         " --out-dir {params.out_dir} --title {params.title:q}"

@@ -1,0 +1,133 @@
+"""Config values get one type each, whether they came from a file or ``--config``."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from conftest import SCHEMA
+from snakemake.cli import parse_config
+from snakemake.utils import update_config, validate
+from snakemake_runs import load_tiny
+
+from lambda_hat.config import canonical
+from lambda_hat.schema import coerce_types, load_schema
+
+
+def prepared(config: dict) -> dict:
+    """What the Snakefile does with a config: coerce types, then validate."""
+    config = copy.deepcopy(config)
+    coerce_types(config, SCHEMA)
+    validate(config, str(SCHEMA))
+    return config
+
+
+def same_types(a, b) -> bool:
+    """Equal values with equal types all the way down (1 == 1.0 does not count)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_types(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(same_types, a, b))
+    return a == b
+
+
+def test_command_line_values_match_the_file():
+    base = load_tiny()
+    from_file = prepared(base)
+
+    # Snakemake's own parser: below the top level every value is a string.
+    given = parse_config(
+        [
+            "seed=0",
+            "methods={sgld: {gamma: 1, step_size: 1.0e-4, n_chains: 2, beta: null}}",
+            "targets={dln: {widths: [3, 2, 3], n: 200.0}}",
+        ]
+    )
+    assert given["methods"]["sgld"]["gamma"] == "1"
+    from_cli = copy.deepcopy(base)
+    update_config(from_cli, given)
+
+    assert same_types(prepared(from_cli), from_file)
+    for part in ("targets", "methods"):
+        for name in from_file[part]:
+            assert canonical(prepared(from_cli)[part][name]) == canonical(
+                from_file[part][name]
+            )
+
+
+@pytest.mark.parametrize(
+    ("value", "types", "expected"),
+    [
+        (1, ["number"], 1.0),
+        ("1e-4", ["number"], 1e-4),
+        ("2", ["integer"], 2),
+        (3.0, ["integer"], 3),
+        ("3.0", ["integer"], 3),
+        ("null", ["number", "null"], None),
+        ("true", ["boolean"], True),
+        ("1", ["string"], "1"),
+    ],
+)
+def test_values_take_the_schema_type(value, types, expected):
+    from lambda_hat.schema import _convert
+
+    out = _convert(value, types)
+    assert out == expected and type(out) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "types"),
+    [
+        (3.5, ["integer"]),
+        ("abc", ["number"]),
+        ("nan", ["number"]),
+        (True, ["number"]),
+        ("yes", ["boolean"]),
+    ],
+)
+def test_values_that_do_not_convert_are_left_for_the_schema(value, types):
+    from lambda_hat.schema import _convert
+
+    assert _convert(value, types) is value
+
+
+def test_conditional_blocks_and_lists_are_followed():
+    schema = load_schema(SCHEMA)
+    config = yaml.safe_load(
+        """
+        seed: "7"
+        targets:
+          t: {family: dln, widths: ["3", 2], rank: "1", n: 10, noise: 1}
+        methods:
+          m: {algo: sgld, gamma: 2, step_size: "1e-3", n_steps: 10.0}
+        """
+    )
+    coerce_types(config, schema)
+    assert same_types(
+        config,
+        {
+            "seed": 7,
+            "targets": {
+                "t": {
+                    "family": "dln",
+                    "widths": [3, 2],
+                    "rank": 1,
+                    "n": 10,
+                    "noise": 1.0,
+                }
+            },
+            "methods": {
+                "m": {"algo": "sgld", "gamma": 2.0, "step_size": 1e-3, "n_steps": 10}
+            },
+        },
+    )
+
+
+def test_a_value_that_does_not_convert_is_named_by_validation():
+    config = load_tiny()
+    config["methods"]["sgld"]["step_size"] = "small"
+    with pytest.raises(Exception, match="small"):
+        prepared(config)
