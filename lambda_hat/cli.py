@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
 import os
+import shlex
 import sys
 from pathlib import Path
 
