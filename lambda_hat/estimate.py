@@ -5,8 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import jax
 import numpy as np
-from blackjax.diagnostics import effective_sample_size, rhat
+from blackjax import diagnostics
+
+# Jitted once per shape: run op by op, blackjax's diagnostics take seconds to dispatch.
+_ess = jax.jit(diagnostics.effective_sample_size)
+_rhat = jax.jit(diagnostics.rhat)
 
 
 @dataclass
@@ -58,12 +63,12 @@ def mcmc_estimate(losses: np.ndarray, nbeta: float, L0: float) -> Estimate:
     chains, draws = losses.shape
     llc_chains = nbeta * (losses.mean(axis=1) - L0)
     llc_mean = float(llc_chains.mean())
-    ess = float(effective_sample_size(losses, chain_axis=0, sample_axis=1))
+    ess = float(_ess(losses))
     if not math.isfinite(ess) or ess <= 0:
         ess = float(losses.size)
     sd = float(losses.std(ddof=1)) if losses.size > 1 else float("nan")
     se = nbeta * sd / math.sqrt(ess)
-    r = float(rhat(losses, chain_axis=0, sample_axis=1)) if chains >= 2 else None
+    r = float(_rhat(losses)) if chains >= 2 else None
     return Estimate(
         llc_mean=llc_mean,
         llc_se=float(se),
