@@ -38,7 +38,7 @@ def check_method(name: str, spec: dict) -> None:
     """Raise :class:`ConfigError` naming the key if a method's settings conflict."""
     where = f"methods.{name}"
     algo = spec.get("algo")
-    if algo in ("sgld", "hmc"):
+    if algo == "sgld":
         n_steps, burn_in = spec["n_steps"], spec["burn_in"]
         thin = spec.get("thin", 1)
         if burn_in >= n_steps:
@@ -51,6 +51,15 @@ def check_method(name: str, spec: dict) -> None:
             raise ConfigError(
                 f"{where}: n_steps = {n_steps}, burn_in = {burn_in} and thin = {thin} "
                 f"keep {kept} draws per chain; at least 4 are needed for diagnostics"
+            )
+    if algo == "hmc":
+        # The adaptation transitions are the burn-in: every sampling draw is kept.
+        n_samples, thin = spec["n_samples"], spec.get("thin", 1)
+        kept = n_samples // thin
+        if kept < 4:
+            raise ConfigError(
+                f"{where}: n_samples = {n_samples} and thin = {thin} keep {kept} "
+                "draws per chain; at least 4 are needed for diagnostics"
             )
 
 
