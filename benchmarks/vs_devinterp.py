@@ -1,0 +1,388 @@
+"""λ̂ and speed of lambda-hat against devinterp's SGLD on the same targets.
+
+Usage (from the repository root, after ``bash benchmarks/setup_devinterp.sh``):
+
+    uv run python benchmarks/vs_devinterp.py            # full sizes, writes the table
+    uv run python benchmarks/vs_devinterp.py --tiny     # a quick check of the plumbing
+
+Every run is its own process, so its wall time ("total") includes the interpreter, the
+imports, loading the target, compiling and sampling, and its peak memory is that
+process's maximum resident set. "sampling" is the sampling loop alone (for lambda-hat
+without the one-off XLA compilation, which is reported separately).
+
+Targets are trained here with lambda-hat (Stage A) and exported to a ``.npz`` that the
+devinterp worker (``_devinterp_worker.py``, run by benchmarks/.venv-devinterp's python)
+rebuilds in torch: the same data, the same w*, the same likelihood.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CACHE = HERE / ".cache" / "vs_devinterp"
+DEVINTERP_PYTHON = HERE / ".venv-devinterp" / "bin" / "python"
+N_CHAINS = 4
+
+# Targets of truth-suite sizes. n = 10_000 for all, so nβ = n/log n ≈ 1085.7.
+TARGETS = {
+    "linreg_d100": {
+        "spec": {
+            "family": "linreg",
+            "d_in": 100,
+            "n": 10_000,
+            "noise": 1.0,
+            "train": {"steps": 2000, "lr": 0.05},
+        },
+        "sgld": {"step_size": 5e-6, "n_steps": 10_000, "burn_in": 2_000},
+    },
+    "dln_188": {
+        "spec": {
+            "family": "dln",
+            "widths": [10, 8, 6, 10],
+            "rank": 3,
+            "n": 10_000,
+            "noise": 1.0,
+            "train": {"steps": 0},
+        },
+        "sgld": {"step_size": 1e-5, "n_steps": 10_000, "burn_in": 2_000},
+    },
+    "dln_1600": {
+        "spec": {
+            "family": "dln",
+            "widths": [20, 20, 20, 20, 20],
+            "rank": 5,
+            "n": 10_000,
+            "noise": 1.0,
+            "train": {"steps": 0},
+        },
+        "sgld": {"step_size": 5e-6, "n_steps": 10_000, "burn_in": 2_000},
+    },
+}
+BATCH_SIZE = 100
+GAMMA = 1.0
+# lambda-hat records the full-batch loss every `THIN` steps (one gradient evaluation's
+# worth of work each, forward only); devinterp records the minibatch loss of every step.
+THIN = 500
+
+# (label, implementation, dtype). MFA and flow run only where their modules exist.
+RUNS = [
+    ("devinterp SGLD", "devinterp", "float32"),
+    ("lambda-hat SGLD", "sgld", "float32"),
+    ("lambda-hat SGLD", "sgld", "float64"),
+    ("lambda-hat MFA", "mfa", "float64"),
+    ("lambda-hat flow", "flow", "float64"),
+]
+
+
+def tiny(targets: dict) -> dict:
+    """The same targets with a few hundred steps, to check the plumbing."""
+    out = copy.deepcopy(targets)
+    for t in out.values():
+        t["spec"]["n"] = 1000
+        t["sgld"].update(n_steps=1000, burn_in=200)
+    return out
+
+
+# --- Stage A: targets and their export ------------------------------------------------
+
+
+def with_defaults(name: str, spec: dict) -> dict:
+    """A target spec with the schema's defaults filled in."""
+    from snakemake.utils import validate
+
+    config = {"seed": 0, "targets": {name: spec}, "methods": {"m": {"algo": "sgld"}}}
+    validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+    return config["targets"][name]
+
+
+def prepare(name: str, spec: dict, dtype: str) -> Path:
+    """Train (once) the target in ``dtype`` and export it for torch; its directory."""
+    import jax
+    import numpy as np
+
+    jax.config.update("jax_enable_x64", True)
+    from lambda_hat import keys
+    from lambda_hat.targets import load_target, save_target, train_target
+
+    full = with_defaults(name, {**spec, "dtype": dtype})
+    tag = json.dumps(full, sort_keys=True)
+    digest = hashlib.blake2b(tag.encode(), digest_size=4).hexdigest()
+    out = CACHE / f"{name}-{dtype}-{digest}"
+    if not (out / "meta.json").is_file():
+        target = train_target(
+            name, full, key=keys.job_key(0, "train_target", {"target": name})
+        )
+        save_target(target, out)
+    target = load_target(out)
+    model = target.model
+    layers = [model] if full["family"] == "linreg" else list(model.layers)
+    arrays = {f"w{i}": np.asarray(layer.weight) for i, layer in enumerate(layers)}
+    np.savez(
+        out / "export.npz",
+        x=target.x,
+        y=target.y,
+        noise=np.float64(full["noise"]),
+        **arrays,
+    )
+    return out
+
+
+def truth(target_dir: Path, beta: float, gamma: float) -> tuple[float, str]:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from lambda_hat.targets import load_target
+
+    return load_target(target_dir).truth(beta, gamma)
+
+
+# --- workers: one process per run -----------------------------------------------------
+
+
+def worker_lambda_hat(
+    target_dir: str, algo: str, settings: dict, threads: int = 1
+) -> dict:
+    """Run one lambda-hat method in this process; the run's numbers as a dict."""
+    t_start = time.perf_counter()
+    import importlib
+
+    from lambda_hat.runtime import limit_threads
+
+    limit_threads(threads)
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from lambda_hat import keys
+    from lambda_hat.posterior import make_posterior
+    from lambda_hat.sample import ALGOS
+    from lambda_hat.targets import load_target
+
+    module = importlib.import_module(ALGOS[algo])
+    t_imported = time.perf_counter()
+    target = load_target(target_dir)
+    posterior = make_posterior(target, beta=None, gamma=settings.pop("gamma"))
+    job = keys.job_key(0, "sample", {"target": target.name, "method": algo})
+    out = module.run(
+        posterior,
+        keys.chain_keys(job, settings["n_chains"]),
+        settings,
+        progress=lambda line: None,
+    )
+    return {
+        "llc": float(out.estimate.llc_mean),
+        "llc_se": float(out.estimate.llc_se),
+        "sampling_s": out.timing.run_s,
+        "compile_s": out.timing.compile_s,
+        "import_s": t_imported - t_start,
+        # RunOutput.grad_evals is per chain.
+        "grad_evals": out.grad_evals * settings["n_chains"],
+        "status": out.status,
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "versions": {"jax": jax.__version__},
+    }
+
+
+def spawn(cmd: list[str], env: dict | None = None) -> tuple[dict, float]:
+    """Run a worker process; its JSON result and its wall seconds."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[:3]} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1]), wall
+
+
+def lambda_hat_settings(algo: str, sgld: dict) -> dict | None:
+    """A method's settings at the matched budget, or None where it is not on main."""
+    import importlib
+
+    base = {"gamma": GAMMA, "n_chains": N_CHAINS}
+    if algo == "sgld":
+        return {**base, **sgld, "thin": THIN, "batch_size": BATCH_SIZE}
+    try:
+        importlib.import_module(f"lambda_hat.{algo}")
+    except ImportError:
+        return None
+    # MFA and flow: their schema defaults, with the posterior matched. Their step
+    # counts are not yet matched to SGLD's gradient budget: set them here once their
+    # settings are known (the count they report is in the table either way).
+    from snakemake.utils import validate
+
+    config = {"seed": 0, "targets": {}, "methods": {"m": {"algo": algo, **base}}}
+    validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+    settings = config["methods"]["m"]
+    for k in ("algo", "beta", "replicates"):
+        settings.pop(k, None)
+    return settings
+
+
+# --- the table ------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def load() -> str:
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tiny", action="store_true", help="a few hundred steps only")
+    p.add_argument("--out", default=str(HERE / "vs_devinterp.md"))
+    p.add_argument("--only", nargs="*", help="target names to run")
+    p.add_argument("--repeat", type=int, default=1, help="timings: report the minimum")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="threads of torch (devinterp) and of XLA (lambda-hat); 1 is "
+        "devinterp's fastest here",
+    )
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    if args.worker:
+        print(json.dumps(worker_lambda_hat(*json.loads(args.worker))))
+        return
+
+    if not DEVINTERP_PYTHON.exists():
+        sys.exit("run `bash benchmarks/setup_devinterp.sh` first")
+    targets = tiny(TARGETS) if args.tiny else TARGETS
+    if args.only:
+        targets = {k: v for k, v in targets.items() if k in args.only}
+    rows, skipped, versions = [], [], {}
+    loads = [load()]
+    for name, t in targets.items():
+        n = t["spec"]["n"]
+        beta = 1.0 / math.log(n)
+        for label, impl, dtype in RUNS:
+            target_dir = prepare(name, t["spec"], dtype)
+            value, kind = truth(target_dir, beta, GAMMA)
+            if impl == "devinterp":
+                s = {
+                    **t["sgld"],
+                    "gamma": GAMMA,
+                    "n_chains": N_CHAINS,
+                    "batch_size": BATCH_SIZE,
+                    "nbeta": n * beta,
+                    "dtype": dtype,
+                    "threads": args.torch_threads,
+                }
+                arrays = dict(__import__("numpy").load(target_dir / "export.npz"))
+                arrays["settings"] = json.dumps(s)
+                run_file = target_dir / "run.npz"
+                __import__("numpy").savez(run_file, **arrays)
+                cmd = [
+                    str(DEVINTERP_PYTHON),
+                    str(HERE / "_devinterp_worker.py"),
+                    str(run_file),
+                ]
+            else:
+                s = lambda_hat_settings(impl, t["sgld"])
+                if s is None:
+                    skipped.append(f"{label} ({impl}): lambda_hat.{impl} not on main")
+                    continue
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    json.dumps([str(target_dir), impl, s, args.torch_threads]),
+                ]
+            results = [spawn(cmd) for _ in range(args.repeat)]
+            res, wall = min(results, key=lambda r: r[0]["sampling_s"])
+            res["total_s"] = min(w for _, w in results)
+            versions.update(res.pop("versions"))
+            llc = res["llc"]
+            rows.append(
+                {
+                    "target": name,
+                    "method": label,
+                    "dtype": dtype,
+                    "truth": value,
+                    "kind": kind,
+                    "rel": (llc - value) / value if value else float("nan"),
+                    **res,
+                }
+            )
+            print(
+                f"{name} {label} {dtype}: llc {llc:.3f} (truth {value:.3f}), "
+                f"sampling {res['sampling_s']:.2f} s, total {res['total_s']:.2f} s",
+                file=sys.stderr,
+            )
+            loads.append(load())
+    write_table(Path(args.out), rows, skipped, versions, loads, targets, args)
+
+
+def write_table(path, rows, skipped, versions, loads, targets, args) -> None:
+    lines = [
+        "# lambda-hat vs devinterp: λ̂ and speed at matched settings",
+        "",
+        f"Machine: {machine()}. Python {platform.python_version()}, "
+        + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+        + ".",
+        f"Load average (1, 5, 15 min) at start: {loads[0]}; at end: {loads[-1]}. "
+        f"Timings are the minimum of {args.repeat} run(s).",
+        f"Generated by `benchmarks/vs_devinterp.py{' --tiny' if args.tiny else ''}` "
+        f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        f"Every run: {N_CHAINS} chains from w*, γ = {GAMMA}, nβ = n/log n, batch size "
+        f"{BATCH_SIZE}, the same step size ε and number of steps per target:",
+        "",
+    ]
+    for name, t in targets.items():
+        s = t["sgld"]
+        lines.append(
+            f"- `{name}`: {json.dumps(t['spec'])}; ε = {s['step_size']:g}, "
+            f"{s['n_steps']} steps per chain, {s['burn_in']} burn-in."
+        )
+    lines += [
+        "",
+        "| target | method | dtype | λ̂ ± se | truth | rel. error | sampling s | "
+        "compile s | total s | grad evals | grad evals/s (sampling) | peak MB | "
+        "λ̂ devinterp convention |",
+        "|" + " --- |" * 13,
+    ]
+    for r in rows:
+        conv = r.get("llc_devinterp_convention")
+        lines.append(
+            f"| {r['target']} | {r['method']} | {r['dtype']} | "
+            f"{r['llc']:.2f} ± {r['llc_se']:.2f} | {r['truth']:.2f} ({r['kind']}) | "
+            f"{100 * r['rel']:+.1f}% | {r['sampling_s']:.2f} | {r['compile_s']:.2f} | "
+            f"{r['total_s']:.2f} | {r['grad_evals']:.0f} | "
+            f"{r['grad_evals'] / r['sampling_s']:.0f} | {r['maxrss_mb']:.0f} | "
+            + (f"{conv:.2f}" if conv is not None else "—")
+            + " |"
+        )
+    if skipped:
+        lines += ["", "Not run: " + "; ".join(skipped) + "."]
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
