@@ -24,6 +24,7 @@ import os
 import resource
 import sys
 import time
+from importlib.metadata import version
 
 T_START = time.perf_counter()
 
@@ -157,7 +158,7 @@ def main(path: str) -> None:
         "torch_threads": torch.get_num_threads(),
         "versions": {
             "torch": torch.__version__,
-            "devinterp": __import__("importlib.metadata").metadata.version("devinterp"),
+            "devinterp": version("devinterp"),
         },
     }
     print(json.dumps(out))

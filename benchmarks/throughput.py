@@ -120,11 +120,11 @@ def grad_rate(posterior, *, batch: int | None, chains: int, mode: str, k: int):
 
 def calibrate(posterior, *, batch, budget_s: float) -> int:
     """A scan length K whose one-chain run takes about ``budget_s`` seconds."""
-    k = 8
+    k = 1
     while True:
         _, sec = grad_rate(posterior, batch=batch, chains=1, mode="vmap", k=k)
-        if sec > budget_s / 8 or k >= 2**16:
-            return max(8, int(k * budget_s / max(sec, 1e-9)))
+        if sec > budget_s / 4 or k >= 2**16:
+            return max(1, int(k * budget_s / max(sec, 1e-9)))
         k *= 8
 
 

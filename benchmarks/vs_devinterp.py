@@ -263,8 +263,16 @@ def main() -> None:
         help="threads of torch (devinterp) and of XLA (lambda-hat); 1 is "
         "devinterp's fastest here",
     )
+    p.add_argument(
+        "--render", action="store_true", help="rewrite the table from its .json"
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
+
+    if args.render:
+        out = Path(args.out)
+        write_table(out, json.loads(out.with_suffix(".json").read_text()))
+        return
 
     if args.worker:
         print(json.dumps(worker_lambda_hat(*json.loads(args.worker))))
@@ -335,23 +343,88 @@ def main() -> None:
                 file=sys.stderr,
             )
             loads.append(load())
-    write_table(Path(args.out), rows, skipped, versions, loads, targets, args)
+    meta = {
+        "rows": rows,
+        "skipped": skipped,
+        "versions": versions,
+        "loads": loads,
+        "targets": targets,
+        "repeat": args.repeat,
+        "tiny": args.tiny,
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    Path(args.out).with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+    write_table(Path(args.out), meta)
 
 
-def write_table(path, rows, skipped, versions, loads, targets, args) -> None:
+CONVENTIONS = """\
+## Conventions, and how they are aligned
+
+Read from devinterp 2.0.1's source (`optim/sgmcmc.py`, `slt/sampling.py`,
+`slt/sampler.py`, `slt/llc.py`, `utils.py`):
+
+- **Update.** devinterp's default sampler (`SGMCMC.sgld`, what `slt.sample` uses)
+  steps w ← w − (ε/2)(nβ·∇L_B(w) + γ(w − w₀)) + √ε·σ·ξ with ξ ~ N(0, I), σ =
+  `noise_level` = 1, w₀ the parameters it starts from and L_B the minibatch mean
+  loss. That is lambda-hat's SGLD step with w₀ = w*. Both get the same ε and γ
+  (`lr`, `localization`); weight decay 0, no bounding box, no initial noise.
+- **nβ.** devinterp's documented default, `utils.default_nbeta(dataloader)`, is b/log b
+  with b the *batch size* (21.7 at b = 100), not n/log n (1085.7 at n = 10⁴): a
+  posterior 50 times hotter, whose λ̂ is a different number. Aligned: devinterp is
+  given `nbeta = n/log n`, lambda-hat's default.
+- **Estimate.** devinterp's `compute_llc` averages the minibatch loss of *every* step,
+  burn-in included, and subtracts an initial loss averaged over 32 minibatches at w*.
+  lambda-hat averages the full-batch loss L_n every `thin` steps after burn-in and
+  subtracts L0 = L_n(w*). Aligned: devinterp's λ̂ in the table drops the burn-in steps
+  and subtracts the full-batch L0 (a minibatch loss at w_t, on a batch drawn
+  independently of w_t, is unbiased for L_n(w_t)); the last column is devinterp's own
+  convention on the same run.
+- **Minibatches.** devinterp shuffles a DataLoader (without replacement, `drop_last`)
+  and cycles the *first* epoch's order (`itertools.cycle` caches it), the same batches
+  in every chain; lambda-hat draws b indices with replacement, anew for every step and
+  chain.
+- **Chains.** devinterp runs them one after another in Python, one optimizer step per
+  iteration; lambda-hat runs them together in one compiled `lax.scan`.
+- **Precision.** devinterp in torch float32, as it is normally used (it also casts
+  the losses it records to float32); lambda-hat in float32 and in float64 (its
+  default).
+- **Work.** Both take the same steps of the same batch size: steps·b/n gradient
+  evaluations per chain. lambda-hat also evaluates the full-batch loss at every draw
+  (forward only, counted as one gradient evaluation), 20% more here, included in its
+  times; devinterp's recorded loss comes free with its gradient.
+- **Threads.** One each: `torch.set_num_threads(1)` and lambda-hat's
+  `runtime.limit_threads(1)`, as a one-thread pipeline job. With two torch threads
+  devinterp ran several times slower on this shared machine (OpenMP threads waiting
+  on each other).
+- **Interface.** devinterp 2.x's top-level `sample`/`llc` take a token dataset (an
+  integer `input_ids` column, per-token losses). For regression the script calls the
+  loop `sample` runs for each chain, `slt.sampler.sample_single_chain`, with
+  `SGMCMC.sgld` and the arguments `sample` passes it (seeds 100 + chain, batches
+  matched across chains). This skips `sample`'s zarr writing of every step's
+  per-sample losses and inputs, which would only add to devinterp's time.
+"""
+
+
+def write_table(path: Path, meta: dict) -> None:
+    """The markdown table of a finished comparison."""
+    rows, loads, targets = meta["rows"], meta["loads"], meta["targets"]
+    versions = meta["versions"]
     lines = [
         "# lambda-hat vs devinterp: λ̂ and speed at matched settings",
         "",
-        f"Machine: {machine()}. Python {platform.python_version()}, "
+        f"Machine: {meta['machine']}. Python {platform.python_version()}, "
         + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
         + ".",
-        f"Load average (1, 5, 15 min) at start: {loads[0]}; at end: {loads[-1]}. "
-        f"Timings are the minimum of {args.repeat} run(s).",
-        f"Generated by `benchmarks/vs_devinterp.py{' --tiny' if args.tiny else ''}` "
-        f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Load average (1, 5, 15 min) at start: {loads[0]}; at end: {loads[-1]} "
+        "(the machine was shared; see the note below). Timings are the minimum of "
+        f"{meta['repeat']} run(s).",
+        f"Generated by `benchmarks/vs_devinterp.py{' --tiny' if meta['tiny'] else ''}`"
+        f" on {meta['date']}.",
         "",
         f"Every run: {N_CHAINS} chains from w*, γ = {GAMMA}, nβ = n/log n, batch size "
-        f"{BATCH_SIZE}, the same step size ε and number of steps per target:",
+        f"{BATCH_SIZE}, the same step size ε and number of steps per target; "
+        "one thread each:",
         "",
     ]
     for name, t in targets.items():
@@ -362,25 +435,36 @@ def write_table(path, rows, skipped, versions, loads, targets, args) -> None:
         )
     lines += [
         "",
+        '"sampling" is the sampling loop alone (lambda-hat: compiled program, '
+        'compile excluded and listed apart); "total" is the whole process: '
+        "interpreter, imports, loading, compiling, sampling and diagnostics. "
+        "\"speed-up\" is devinterp's sampling seconds over the method's, same target.",
+        "",
         "| target | method | dtype | λ̂ ± se | truth | rel. error | sampling s | "
-        "compile s | total s | grad evals | grad evals/s (sampling) | peak MB | "
-        "λ̂ devinterp convention |",
-        "|" + " --- |" * 13,
+        "speed-up | compile s | total s | grad evals | grad evals/s (sampling) | "
+        "peak MB | λ̂ devinterp convention |",
+        "|" + " --- |" * 14,
     ]
+    base = {
+        r["target"]: r["sampling_s"] for r in rows if r["method"].startswith("devin")
+    }
     for r in rows:
         conv = r.get("llc_devinterp_convention")
+        ref = base.get(r["target"])
+        speed = f"{ref / r['sampling_s']:.0f}×" if ref else "—"
         lines.append(
             f"| {r['target']} | {r['method']} | {r['dtype']} | "
             f"{r['llc']:.2f} ± {r['llc_se']:.2f} | {r['truth']:.2f} ({r['kind']}) | "
-            f"{100 * r['rel']:+.1f}% | {r['sampling_s']:.2f} | {r['compile_s']:.2f} | "
-            f"{r['total_s']:.2f} | {r['grad_evals']:.0f} | "
+            f"{100 * r['rel']:+.1f}% | {r['sampling_s']:.2f} | {speed} | "
+            f"{r['compile_s']:.2f} | {r['total_s']:.1f} | {r['grad_evals']:.0f} | "
             f"{r['grad_evals'] / r['sampling_s']:.0f} | {r['maxrss_mb']:.0f} | "
             + (f"{conv:.2f}" if conv is not None else "—")
             + " |"
         )
-    if skipped:
-        lines += ["", "Not run: " + "; ".join(skipped) + "."]
-    path.write_text("\n".join(lines) + "\n")
+    if meta["skipped"]:
+        lines += ["", "Not run: " + "; ".join(meta["skipped"]) + "."]
+    lines += ["", CONVENTIONS]
+    path.write_text("\n".join(lines))
     print(f"wrote {path}", file=sys.stderr)
 
 
