@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
 import sys
 import time
 from importlib.metadata import version
@@ -37,6 +36,18 @@ from devinterp.slt.sampler import sample_single_chain  # noqa: E402
 from torch import nn  # noqa: E402
 
 T_IMPORTED = time.perf_counter()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (VmHWM).
+
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries that across ``exec``, so a worker
+    would report its parent's size when the parent was larger.
+    """
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 class Rows(torch.utils.data.Dataset):
@@ -154,7 +165,7 @@ def main(path: str) -> None:
         "compile_s": 0.0,
         "grad_evals": n_chains * n_steps * batch_size / x.shape[0],
         "steps": n_chains * n_steps,
-        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "maxrss_mb": peak_rss_mb(),
         "torch_threads": torch.get_num_threads(),
         "versions": {
             "torch": torch.__version__,
