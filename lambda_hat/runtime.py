@@ -23,6 +23,13 @@ CHAIN_MAPS = ("auto", "vmap", "map")
 # Below it, vmap's fewer, larger operations win. Measured in benchmarks/throughput.md.
 MAP_ABOVE_WORK = 1_000_000
 
+# The cache's size limit; beyond it the least recently used entries go. A sampler's
+# program holds the target's data and the chain keys as constants (its loop closes
+# over them), so an entry is about as large as the data and is reused only by the
+# same job run again; small shared programs (diagnostics, conversions) are reused by
+# every job.
+CACHE_MAX_BYTES = 2 * 2**30
+
 _chain_map = "auto"
 
 
@@ -61,7 +68,8 @@ def enable_compilation_cache(path: str | os.PathLike | None) -> None:
     """Keep compiled XLA programs in ``path`` across processes (None: do nothing).
 
     Every compilation is cached, however quick: a pipeline job compiles a handful of
-    programs of a second or less each, which JAX's default threshold would skip.
+    programs of a second or less each, which JAX's default threshold would skip. The
+    directory is capped at :data:`CACHE_MAX_BYTES`.
     """
     if path is None:
         return
@@ -71,6 +79,7 @@ def enable_compilation_cache(path: str | os.PathLike | None) -> None:
     jax.config.update("jax_compilation_cache_dir", os.fspath(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
 
 
 def set_chain_map(how: str) -> None:
