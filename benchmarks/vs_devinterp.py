@@ -446,10 +446,19 @@ Read from devinterp 2.0.1's source (`optim/sgmcmc.py`, `slt/sampling.py`,
   and subtracts the full-batch L0 (a minibatch loss at w_t, on a batch drawn
   independently of w_t, is unbiased for L_n(w_t)); the last column is devinterp's own
   convention on the same run.
+- **devinterp's own number.** Its last column is far off (+27% to +45%) mostly
+  because of the initial loss: 32 minibatches are 3,200 of the 10⁴ samples, so
+  nβ·(L0 over them − L0 over all) has a standard deviation of about
+  nβ·sd(per-sample loss)/√3200, which is 1086 · (0.7, 2.2, 3.2)/57 ≈ 13, 42 and 61
+  in λ̂ on these three targets, shared by every chain; the differences seen (+20, +8,
+  +63) are of that size. Counting burn-in pulls the other way, a little. Its λ̂ here
+  uses a random 3,200-sample subset of seed 100, not the DataLoader's first 32
+  batches; both are subsets of that size.
 - **Minibatches.** devinterp shuffles a DataLoader (without replacement, `drop_last`)
   and cycles the *first* epoch's order (`itertools.cycle` caches it), the same batches
   in every chain; lambda-hat draws b indices with replacement, anew for every step and
-  chain.
+  chain. devinterp's chains are therefore correlated, and its ± (the spread of the
+  per-chain λ̂ over √4) understates its error.
 - **Chains.** devinterp runs them one after another in Python, one optimizer step per
   iteration; lambda-hat runs them together in one compiled `lax.scan`.
 - **Precision.** devinterp in torch float32, as it is normally used (it also casts
@@ -517,13 +526,15 @@ def write_table(path: Path, meta: dict) -> None:
     for r in rows:
         conv = r.get("llc_devinterp_convention")
         ref = base.get(r["target"])
+        steps = N_CHAINS * targets[r["target"]]["sgld"]["n_steps"]
         speed = f"{ref / r['sampling_s']:.0f}×" if ref else "—"
         lines.append(
             f"| {r['target']} | {r['method']} | {r['dtype']} | "
             f"{r['llc']:.2f} ± {r['llc_se']:.2f} | {r['truth']:.2f} ({r['kind']}) | "
             f"{100 * r['rel']:+.1f}% | {r['sampling_s']:.2f} | {speed} | "
             f"{r['compile_s']:.2f} | {r['total_s']:.1f} | {r['grad_evals']:.0f} | "
-            f"{r['grad_evals'] / r['sampling_s']:.0f} | {r['maxrss_mb']:.0f} | "
+            f"{r['grad_evals'] / r['sampling_s']:.0f} | "
+            f"{steps / r['sampling_s']:,.0f} | {r['maxrss_mb']:.0f} | "
             + (f"{conv:.2f}" if conv is not None else "—")
             + " |"
         )
