@@ -49,6 +49,27 @@ def _enable_x64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
+def _configure_runtime(args: argparse.Namespace) -> None:
+    """Threads, compilation cache and chain map, before any JAX computation."""
+    from lambda_hat import runtime
+
+    threads = runtime.limit_threads(args.threads)
+    runtime.enable_compilation_cache(args.compilation_cache)
+    runtime.set_chain_map(args.chain_map)
+    log.info(
+        "XLA CPU threads %d, compilation cache %s, chains under %s",
+        threads,
+        args.compilation_cache or "off",
+        args.chain_map,
+    )
+
+
+def _env_threads() -> int | None:
+    # Snakemake sets OMP_NUM_THREADS to the rule's `threads` for every shell job.
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     _enable_x64()
     from lambda_hat import keys
@@ -117,6 +138,25 @@ def parser() -> argparse.ArgumentParser:
         prog="lambda-hat", description="Estimate the local learning coefficient λ̂."
     )
     p.add_argument("--log", help="also write the log to this file")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=_env_threads(),
+        help="most CPU threads for XLA (default: $OMP_NUM_THREADS, else all CPUs)",
+    )
+    p.add_argument(
+        "--compilation-cache",
+        default=os.environ.get("LAMBDA_HAT_COMPILATION_CACHE") or None,
+        help="directory of JAX's persistent compilation cache "
+        "(default: $LAMBDA_HAT_COMPILATION_CACHE, else none)",
+    )
+    p.add_argument(
+        "--chain-map",
+        choices=("auto", "vmap", "map"),
+        default=os.environ.get("LAMBDA_HAT_CHAIN_MAP") or "auto",
+        help="run chains under jax.vmap or jax.lax.map "
+        "(default: $LAMBDA_HAT_CHAIN_MAP, else auto)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="Stage A: train one target")
@@ -124,7 +164,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, required=True, help="the config's root seed")
     t.add_argument("--settings", required=True, help="the target's settings, JSON")
     t.add_argument("--out", required=True, help="artifact directory to write")
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=cmd_train, uses_jax=True)
 
     s = sub.add_parser("sample", help="Stage B: run one method on one target")
     s.add_argument(
@@ -137,7 +177,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--settings", required=True, help="the method's settings, JSON")
     s.add_argument("--draws", required=True, help="draws.parquet to write")
     s.add_argument("--summary", required=True, help="summary.parquet to write")
-    s.set_defaults(func=cmd_sample)
+    s.set_defaults(func=cmd_sample, uses_jax=True)
 
     a = sub.add_parser("aggregate", help="join every run's summary row")
     a.add_argument("--out", required=True, help="results/llc.parquet")
@@ -165,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.log)
     log.info("lambda-hat %s", shlex.join(argv))
     try:
+        if getattr(args, "uses_jax", False):
+            _configure_runtime(args)
         args.func(args)
     except (ValueError, FileNotFoundError) as err:
         log.error("%s", err)

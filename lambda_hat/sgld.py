@@ -22,6 +22,7 @@ from lambda_hat.estimate import mcmc_estimate, running_llc
 from lambda_hat.loop import Timing, run_chunked
 from lambda_hat.posterior import Posterior
 from lambda_hat.result import RunOutput, diverged_message
+from lambda_hat.runtime import map_chains
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def run(
             draw_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
             return jax.lax.scan(draw, w, draw_keys)
 
-        return jax.vmap(one_chain)(keys, ws)
+        return map_chains(one_chain, keys, ws, work=b * posterior.d)
 
     timing = Timing()
     w0 = jnp.broadcast_to(posterior.w_star, (len(keys), posterior.d))
