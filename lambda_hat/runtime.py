@@ -3,7 +3,7 @@ whether chains run under ``jax.vmap`` or ``jax.lax.map``.
 
 None of these change a result beyond floating-point reordering; they change how long a
 job takes. The command line sets them once per process, before any JAX computation
-(see ``lambda-hat --help``); benchmarks/README_performance.md has the measurements
+(see ``lambda-hat --help``); README.md ("Performance") has the measurements
 behind the defaults.
 """
 
