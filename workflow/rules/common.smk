@@ -54,8 +54,12 @@ def sample_code(wildcards):
 # --- performance: settings of every job's process, passed through the environment
 # (so they are no job's params and changing them reruns nothing). The rules' `threads`
 # reach the jobs as OMP_NUM_THREADS, which Snakemake sets and `lambda-hat` reads.
-os.environ["LAMBDA_HAT_COMPILATION_CACHE"] = (
-    os.path.abspath(config["compilation_cache"]) if config["compilation_cache"] else ""
+os.environ.update(
+    LAMBDA_HAT_COMPILATION_CACHE=(
+        os.path.abspath(config["compilation_cache"])
+        if config["compilation_cache"]
+        else ""
+    ),
+    LAMBDA_HAT_CHAIN_MAP=config["chain_map"],
 )
-os.environ["LAMBDA_HAT_CHAIN_MAP"] = config["chain_map"]
 # --- end performance ---
