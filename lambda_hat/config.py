@@ -61,6 +61,23 @@ def check_method(name: str, spec: dict) -> None:
                 f"{where}: n_samples = {n_samples} and thin = {thin} keep {kept} "
                 "draws per chain; at least 4 are needed for diagnostics"
             )
+    if algo in ("mfa", "flow"):
+        check_vi(where, spec)
+
+
+def check_vi(where: str, spec: dict) -> None:
+    """The cross-field checks of the settings every VI method shares."""
+    n_steps, eval_every = spec["n_steps"], spec["eval_every"]
+    if n_steps % eval_every:
+        raise ConfigError(
+            f"{where}.n_steps = {n_steps} must be a multiple of {where}.eval_every = "
+            f"{eval_every}"
+        )
+    if spec["warmup_steps"] >= n_steps:
+        raise ConfigError(
+            f"{where}.warmup_steps = {spec['warmup_steps']} leaves no steps for the "
+            f"decay: it must be less than {where}.n_steps = {n_steps}"
+        )
 
 
 def check_config(config: dict) -> None:
