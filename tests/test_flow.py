@@ -69,7 +69,10 @@ def perturbed(params, scale: float, seed: int):
     """``params`` with every leaf moved by scale·N(0, 1): a flow far from identity."""
     leaves, tree = jax.tree.flatten(params)
     ks = jax.random.split(jax.random.key(seed), len(leaves))
-    moved = [x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, ks)]
+    moved = [
+        x + scale * jax.random.normal(k, x.shape, x.dtype)
+        for x, k in zip(leaves, ks, strict=True)
+    ]
     return jax.tree.unflatten(tree, moved)
 
 
@@ -91,7 +94,10 @@ def test_log_q_is_the_change_of_variables_density(k, basis):
 
     def forward(zc):
         z, c = zc[:k], zc[k:]
-        v = fam.latent(params, z[None])[0] @ fam.U.T + fam._noise(params) * complement @ c
+        v = (
+            fam.latent(params, z[None])[0] @ fam.U.T
+            + fam._noise(params) * complement @ c
+        )
         return fam.w_star + fam._scale(params) * v
 
     zc = jax.random.normal(jax.random.key(3), (6, d), jnp.float64)
@@ -160,9 +166,9 @@ def test_no_d_by_d_array_in_a_step_or_the_basis():
     shapes = _shapes(jax.make_jaxpr(one)(key).jaxpr)
     hvp = flow.hessian_vector_product(post)
     shapes += _shapes(
-        jax.make_jaxpr(
-            lambda k: flow.lanczos(hvp, d, 18, key=k, dtype=jnp.float64)
-        )(key).jaxpr
+        jax.make_jaxpr(lambda k: flow.lanczos(hvp, d, 18, key=k, dtype=jnp.float64))(
+            key
+        ).jaxpr
     )
     assert any(d in shape for shape in shapes)
     assert not [shape for shape in shapes if sum(n >= d for n in shape) >= 2]
@@ -208,7 +214,7 @@ def test_vmapped_fits_match_fits_run_alone(guard):
     batched = jax.jit(jax.vmap(start))(chain_keys)
     for c in range(4):
         alone = jax.jit(jax.vmap(start))(chain_keys[c : c + 1])
-        for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(alone)):
+        for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(alone), strict=True):
             assert np.array_equal(a[c], b[0])
 
         out1 = _fit(post, chain_keys[c : c + 1])
