@@ -33,6 +33,7 @@ a trace or evaluation sample counts as one; gradient moments at w* count one.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, Protocol
@@ -329,8 +330,6 @@ def converged(elbo: np.ndarray) -> bool | None:
 
 def _compiled(fn, *args, timing: Timing):
     """Compile ``fn`` for ``args`` (time counted as compile time) and run it."""
-    import time
-
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
     t1 = time.perf_counter()
