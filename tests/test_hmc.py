@@ -1,4 +1,10 @@
-"""HMC (NUTS) against exact answers, and its bookkeeping."""
+"""HMC (NUTS) against an exact answer on a singular posterior, and its bookkeeping.
+
+Each HMC run compiles two NUTS programs (about 12 s of CPU), so the default suite
+holds one run here and the tests that need runs of their own are marked slow; HMC
+against the exact λ̂ of the d = 10 linear regression runs in the truth-suite slice
+(tests/test_truth.py).
+"""
 
 from __future__ import annotations
 
@@ -62,28 +68,6 @@ def _quadrature_llc(posterior, *, half_width=7.0, points=1601) -> float:
     )
 
 
-def test_linreg_within_3_se_and_3_percent_of_exact(make_target, default_config):
-    # The default linear regression (d = 10, exact λ̂ ≈ 4.97). nβ(L_n − L0) has a
-    # standard deviation of about √(d/2) ≈ 2.2 under this Gaussian posterior, so
-    # 4 × 2000 draws with an ESS near 3000 give a standard error near 0.04: 3% of
-    # λ̂ (0.15) is then about 4 standard errors, and failing either bound by chance
-    # has a probability below 1e-3.
-    spec = default_config["targets"]["linreg"]
-    path = make_target("linreg", spec, seed=default_config["seed"])
-    settings = _settings(n_chains=4, n_warmup=200, n_samples=2000)
-    row, out = _run_method(path, "linreg", settings, seed=default_config["seed"])
-
-    assert row["status"] == "ok", row["message"]
-    assert row["truth_kind"] == "exact"
-    err = row["llc_mean"] - row["truth"]
-    assert abs(err) < 3 * row["llc_se"], (row["llc_mean"], row["llc_se"], row["truth"])
-    assert abs(err) < 0.03 * row["truth"]
-    assert row["ess"] > 1000
-    assert row["rhat"] < 1.01
-    # A Gaussian posterior adapts to a near-unit mass matrix: no divergences.
-    assert row["divergences"] == 0
-
-
 @pytest.fixture(scope="module")
 def dln2(make_target):
     """The two-parameter DLN, its posterior and one HMC run of 2 chains on it."""
@@ -138,6 +122,7 @@ def test_gradient_evaluations_count_adaptation_and_every_leapfrog(dln2):
     assert abs(accept.mean() - settings["target_accept"]) < 0.1
 
 
+@pytest.mark.slow
 def test_chain_does_not_depend_on_how_many_run_beside_it(dln2):
     # Chain c's key is fold_in(job key, c) whatever n_chains is, so chain 0 alone and
     # chain 0 of two take the same random numbers. Batching under vmap can change
@@ -162,6 +147,7 @@ def test_chain_does_not_depend_on_how_many_run_beside_it(dln2):
     assert not np.allclose(two.draws["loss"][0], two.draws["loss"][1])
 
 
+@pytest.mark.slow
 def test_non_finite_loss_ends_as_diverged_not_a_crash(dln2):
     _, posterior, settings, _, _ = dln2
     bad = eqx.tree_at(
@@ -183,13 +169,14 @@ def test_config_checks_name_the_key():
 @pytest.mark.slow
 def test_default_dln(make_target, default_config):
     # The default HMC settings on the default DLN (λ = 9 by Aoyagi's formula). At
-    # n = 10^4 and γ = 1 the exact sampler lands near 7.7, about 15% below the
-    # asymptotic λ: the finite-n λ̂ of a singular model approaches λ only slowly in
-    # n. This checks the run is healthy and lands in that neighbourhood.
+    # n = 10^4 and γ = 1 HMC lands 15-20% below the asymptotic λ on networks of
+    # these widths (7.2 to 7.7 for three teachers; 8.2 at n = 10^5 and 8.4 at
+    # n = 10^6): the finite-n λ̂ of a singular model approaches λ slowly in n. This
+    # checks the run is healthy and lands in that neighbourhood.
     spec = default_config["targets"]["dln"]
     path = make_target("dln", spec, seed=default_config["seed"])
     settings = default_config["methods"]["hmc"]
     row, _ = _run_method(path, "dln", settings, seed=default_config["seed"])
     assert row["status"] == "ok", row["message"]
     assert row["rhat"] < 1.05
-    assert 6.5 < row["llc_mean"] < 9.0
+    assert 6.5 < row["llc_mean"] < 8.5
