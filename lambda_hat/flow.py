@@ -8,8 +8,8 @@ where U (d×k, orthonormal columns) spans k directions chosen from the Hessian o
 w* (Lanczos on Hessian-vector products) or at random, T_φ is a flowjax flow on R^k
 (rational-quadratic spline coupling layers, started at the identity, followed by a
 lower-triangular affine map), D^{1/2} a learned positive diagonal, σ⊥ a learned noise
-scale and P⊥ = I − UUᵀ, applied as v − U(Uᵀv) and never formed. With v = D^{-1/2}(w − w*)
-the log-density is exact and costs O(d·k):
+scale and P⊥ = I − UUᵀ, applied as v − U(Uᵀv) and never formed. With
+v = D^{-1/2}(w − w*) the log-density is exact and costs O(d·k):
 
     log q(w) = log q_T(Uᵀv) + log N_{d−k}(P⊥v; 0, σ⊥²) − Σᵢ log D_i^{1/2},
 
@@ -128,7 +128,8 @@ def lanczos(
         dtype: float dtype of the vectors.
 
     Returns:
-        Ritz values (m,) in ascending order and Ritz vectors (d, m), orthonormal columns.
+        Ritz values (m,) in ascending order and Ritz vectors (d, m) with orthonormal
+        columns.
     """
     eps = float(jnp.finfo(dtype).eps)
 
