@@ -6,6 +6,7 @@ Aoyagi's λ for the default deep linear network.
 
 from __future__ import annotations
 
+import json
 import math
 
 import jax
@@ -183,12 +184,24 @@ def _fit(post, chain_keys):
     return flow.run(post, chain_keys, GUARD, progress=lambda s: None)
 
 
+def _chain_keys(c: int | None = None):
+    """The four typed chain keys, or chain c's alone (shape (1,)), made afresh.
+
+    A fit consumes the keys it is given, and the key-reuse checker refuses a slice of
+    a key array, so chain c's key is rebuilt from its key data.
+    """
+    chain_keys = keys.chain_keys(keys.job_key(0, "sample", {"rep": 0}), 4)
+    if c is None:
+        return chain_keys
+    data = jax.random.key_data(chain_keys)[c : c + 1]
+    return jax.random.wrap_key_data(data, impl=keys.IMPL)
+
+
 @pytest.fixture(scope="module")
 def guard():
-    """A 4-chain fit from typed keys, the keys, and the posterior (d = 5, k = 3)."""
+    """The posterior (d = 5, k = 3) and a 4-chain fit from typed keys."""
     post = quadratic_posterior(5, n=200)
-    chain_keys = keys.chain_keys(keys.job_key(0, "sample", {"rep": 0}), 4)
-    return post, chain_keys, _fit(post, chain_keys)
+    return post, _fit(post, _chain_keys())
 
 
 def test_vmapped_fits_match_fits_run_alone(guard):
@@ -203,21 +216,23 @@ def test_vmapped_fits_match_fits_run_alone(guard):
     accumulated in another order. Each step differs at 1e-16 relative (measured); the
     optimization does not amplify it (measured ≤ 1e-14 after the fit).
     """
-    post, chain_keys, out4 = guard
+    post, out4 = guard
     s = flow.FlowSettings.from_dict(GUARD)
     fam = flow.FlowFamily(post, s, flow.make_basis(post, k=3, basis="bottom", steps=0))
 
     def start(key):
-        params = fam.init(post, key)
-        return params, fam.sample(params, key, 8)
+        params = fam.init(post, jax.random.fold_in(key, 1))
+        return params, fam.sample(params, jax.random.fold_in(key, 2), 8)
 
-    batched = jax.jit(jax.vmap(start))(chain_keys)
-    for c in range(4):
-        alone = jax.jit(jax.vmap(start))(chain_keys[c : c + 1])
+    batched = jax.jit(jax.vmap(start))(_chain_keys())
+    # The first and the last chain: each full fit compiles anew, and two of them keep
+    # the test within its time budget.
+    for c in (0, 3):
+        alone = jax.jit(jax.vmap(start))(_chain_keys(c))
         for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(alone), strict=True):
             assert np.array_equal(a[c], b[0])
 
-        out1 = _fit(post, chain_keys[c : c + 1])
+        out1 = _fit(post, _chain_keys(c))
         assert out1.status == "ok"
         for name in ("elbo", "entropy", "grad_norm", "loss"):
             np.testing.assert_allclose(
@@ -232,8 +247,8 @@ def test_vmapped_fits_match_fits_run_alone(guard):
 
 def test_legacy_key_data_gives_the_typed_keys_result(guard):
     """uint32 key data of shape (chains, 2) is wrapped on the host: same numbers."""
-    post, chain_keys, out4 = guard
-    legacy = np.asarray(jax.random.key_data(chain_keys))
+    post, out4 = guard
+    legacy = np.asarray(jax.random.key_data(_chain_keys()))
     assert legacy.dtype == np.uint32 and legacy.shape == (4, 2)
     out = _fit(post, legacy)
     for name in ("elbo", "entropy", "grad_norm", "loss"):
@@ -258,3 +273,110 @@ def test_other_key_inputs_fail_with_our_message(bad, says):
     with pytest.raises(TypeError, match="expected") as err:
         flow.run(post, bad, GUARD, progress=lambda s: None)
     assert says in str(err.value)
+
+
+# ------------------------------------------------------------------------- accuracy
+
+
+def _method(config: dict, name: str = "flow", **over) -> dict:
+    """The flow method of the default config, schema defaults filled, with overrides."""
+    return {**config["methods"][name], **over}
+
+
+def test_linreg_d10_k_equals_d_matches_the_exact_llc(make_target, default_config):
+    """Default linreg target (d = 10), k = d: λ̂ within 3 standard errors and 3% of
+    the exact finite-n value ½Σ nβh/(nβh + γ).
+
+    The standard error is the Monte Carlo error of 4 × 1000 evaluation samples
+    (≈ 0.035 here, 0.7%). The fit's own bias is not in it; measured: −0.4% at 2000
+    steps, so 1000 steps are enough and both bounds hold with room.
+    """
+    from lambda_hat.sample import run_method
+
+    spec = default_config["targets"]["linreg"]
+    row, out = run_method(
+        make_target("linreg", spec),
+        target="linreg",
+        method="flow",
+        rep=0,
+        seed=0,
+        settings=_method(default_config, n_steps=1000),
+        progress=lambda s: None,
+    )
+    assert row["status"] == "ok" and row["truth_kind"] == "exact"
+    assert row["d"] == 10 and json.loads(row["settings"])["k"] is None
+    error = abs(row["llc_mean"] - row["truth"])
+    assert error <= 3 * row["llc_se"], (row["llc_mean"], row["truth"], row["llc_se"])
+    assert error <= 0.03 * row["truth"]
+    assert row["rhat"] is None and row["ess"] is None
+    assert np.all(np.isfinite(out.draws["elbo"]))
+
+
+LINREG_D100 = {
+    "family": "linreg",
+    "d_in": 100,
+    "n": 1000,
+    "noise": 1.0,
+    "train": {"steps": 1000, "lr": 0.05},
+}
+
+
+@pytest.mark.parametrize(
+    "k",
+    [
+        10,
+        pytest.param(50, marks=pytest.mark.slow),
+        pytest.param(100, marks=pytest.mark.slow),
+    ],
+)
+def test_linreg_d100_accuracy_for_k_below_d(make_target, default_config, k):
+    """Linear regression, d = 100: λ̂ within 1% and 3 standard errors of exact.
+
+    Measured (4 fits, 2000 steps, exact 49.62, standard error 0.11 = 0.23%): k = 10
+    gives −0.3% to −0.4% whatever the basis, k = 50 gives −0.3% to +0.1%, k = 100 gives
+    +0.4%. Accuracy hardly moves with k here: every direction is stiff (nβh ≫ γ), and
+    the isotropic complement then carries its share of λ̂ (½ per direction) exactly.
+    1% is four times the largest error measured.
+    """
+    from lambda_hat.sample import run_method
+
+    row, _ = run_method(
+        make_target("linreg100", LINREG_D100),
+        target="linreg100",
+        method="flow",
+        rep=0,
+        seed=0,
+        settings=_method(default_config, k=k),
+        progress=lambda s: None,
+    )
+    assert row["status"] == "ok" and row["truth_kind"] == "exact" and row["d"] == 100
+    error = abs(row["llc_mean"] - row["truth"])
+    assert error <= 3 * row["llc_se"], (row["llc_mean"], row["truth"], row["llc_se"])
+    assert error <= 0.01 * row["truth"]
+
+
+# A flow whose latent space holds every direction still lands near 13 on the default
+# DLN (λ = 9): measured 13.3 at k = d after 2000 steps, 13.1 after 4000 full-batch
+# steps, 12.8 after 10,000 (the ELBO still rising slowly); with k = 16, `top` gives
+# 14.9, `bottom` 17.8 and `random` 17.6. The spline coupling layers do not learn the
+# curved symmetry orbits of the network (W2·W1 = W2G·G⁻¹W1) within these budgets, so q
+# stays close to the best Gaussian, which overestimates.
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="the flow does not yet follow the DLN's curved orbits (λ̂ ≈ 13 vs 9)",
+)
+def test_dln_llc_is_near_aoyagi(make_target, default_config):
+    from lambda_hat.sample import run_method
+
+    row, _ = run_method(
+        make_target("dln", default_config["targets"]["dln"]),
+        target="dln",
+        method="flow",
+        rep=0,
+        seed=0,
+        settings=_method(default_config, n_steps=500, eval_samples=200),
+        progress=lambda s: None,
+    )
+    assert row["status"] == "ok" and row["truth"] == 9.0
+    assert abs(row["llc_mean"] - 9.0) <= 0.15 * 9.0, row["llc_mean"]
