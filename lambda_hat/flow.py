@@ -5,10 +5,10 @@ The family draws
     w = w* + D^{1/2}·(U·T_φ(z) + σ⊥·P⊥ε),   z ~ N(0, I_k),  ε ~ N(0, I_d),
 
 where U (d×k, orthonormal columns) spans k directions chosen from the Hessian of L_n at
-w* (Lanczos on Hessian-vector products) or at random, T_φ is a flowjax flow on R^k
-(rational-quadratic spline coupling layers, started at the identity, followed by a
-lower-triangular affine map), D^{1/2} a learned positive diagonal, σ⊥ a learned noise
-scale and P⊥ = I − UUᵀ, applied as v − U(Uᵀv) and never formed. With
+w* (Lanczos on Hessian-vector products) or at random, T_φ is a flowjax flow on R^k (a
+lower-triangular affine map, fixed curvature scales, then rational-quadratic spline
+coupling layers, all starting at the identity), D^{1/2} a learned positive diagonal, σ⊥
+a learned noise scale and P⊥ = I − UUᵀ, applied as v − U(Uᵀv) and never formed. With
 v = D^{-1/2}(w − w*) the log-density is exact and costs O(d·k):
 
     log q(w) = log q_T(Uᵀv) + log N_{d−k}(P⊥v; 0, σ⊥²) − Σᵢ log D_i^{1/2},
@@ -66,7 +66,8 @@ class FlowSettings:
             min(d, 2k + 10).
         flow_layers: rational-quadratic spline coupling layers.
         knots: inner knots of each spline.
-        interval: the splines act on [−interval, interval] and are the identity outside.
+        interval: the splines act on [−interval, interval] (units of w) and are the
+            identity outside.
         nn_width: hidden width of each coupling conditioner.
         nn_depth: hidden layers of each coupling conditioner.
         n_samples: reparameterized samples per ELBO step.
@@ -179,10 +180,10 @@ class Basis:
 
     Attributes:
         U: orthonormal columns, shape (d, k).
-        curvature: Ritz values of ∇²L_n(w*) along U's columns, shape (k,) (NaN for a
-            random basis).
+        curvature: ∇²L_n(w*) along U's columns (Ritz values, or Rayleigh quotients
+            of a random basis), shape (k,).
         complement_curvature: the largest Ritz value among the directions left out, a
-            bound used to start σ⊥ narrow (NaN when unknown or k = d).
+            bound used to start σ⊥ narrow (NaN when k = d).
         hvps: Hessian-vector products spent.
     """
 
@@ -236,14 +237,15 @@ def _lower_with_exp_diagonal(arr: jax.Array) -> jax.Array:
 class FlowFamily:
     """The variational family; holds only constants (U, w*, the flow's structure).
 
-    The latent coordinates are standardized by fixed scales s0 from the curvature,
-    u = s0 ⊙ T_φ(z), so the flow and the optimizer work in units of the posterior's
-    expected width whatever nβ is. Parameters are a dict of arrays:
+    T_φ(z) = splines(s0 ⊙ affine(z)): the affine map works in units of fixed scales s0
+    from the curvature (the Gaussian widths), so its parameters and Adam's steps mean
+    the same whatever nβ is; the splines then act in the units of w. Parameters are a
+    dict of arrays:
 
-    - ``flow``: the arrays of T_φ (coupling layers, then a lower-triangular affine map
-      whose diagonal is exp of its parameters),
+    - ``flow``: ``{"affine": ..., "splines": ...}``, the arrays of T_φ's two flowjax
+      parts (the affine map's diagonal is exp of its parameters),
     - ``log_scale`` (d,): D^{1/2} = scale_floor + exp(log_scale),
-    - ``log_noise`` (): σ⊥ = noise_floor + exp(log_noise), in units of s⊥.
+    - ``log_noise`` (): σ⊥ = noise_scale0·(noise_floor + exp(log_noise)).
     """
 
     def __init__(self, posterior: Posterior, settings: FlowSettings, basis: Basis):
@@ -262,17 +264,16 @@ class FlowFamily:
         # only flat to second order, and a q that starts as wide as the localizer
         # allows meets higher-order walls with enormous gradients.
         curv = np.asarray(basis.curvature, dtype=np.float64)
-        known = curv[np.isfinite(curv)]
-        floor = float(known.mean()) if known.size else 0.0
-        if np.isfinite(basis.complement_curvature):
-            floor = max(floor, 0.0)
-        h = np.where(np.isfinite(curv), np.maximum(curv, floor), floor)
-        width = lambda h: 1.0 / np.sqrt(posterior.nbeta * h + posterior.gamma)  # noqa: E731
-        self.latent_scale0 = jnp.asarray(width(h), self.dtype)
+        floor = float(curv.mean())
+
+        def width(h):
+            return 1.0 / np.sqrt(
+                posterior.nbeta * np.maximum(h, floor) + posterior.gamma
+            )
+
+        self.latent_scale0 = jnp.asarray(width(curv), self.dtype)
         rest = basis.complement_curvature
-        self.noise_scale0 = float(
-            width(max(rest, floor) if np.isfinite(rest) else floor)
-        )
+        self.noise_scale0 = float(width(rest if math.isfinite(rest) else floor))
         self.log_latent_det0 = float(jnp.sum(jnp.log(self.latent_scale0)))
 
         self.flow_arrays, self.flow_static = eqx.partition(
