@@ -160,6 +160,35 @@ def test_non_finite_loss_ends_as_diverged_not_a_crash(dln2):
     assert "chain 0: non-finite loss" in out.message
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"family": "linreg", "d_in": 4, "d_out": 2, "bias": True, "n": 300},
+        {"family": "dln", "widths": [3, 4, 2, 3], "rank": 1, "n": 300},
+    ],
+    ids=["linreg-bias", "dln"],
+)
+def test_full_batch_loss_from_moments_matches_the_loss_over_samples(make_target, spec):
+    # linreg and dln targets evaluate L_n from the data's second moments; the value
+    # and the gradient must be those of the mean over the n samples, to rounding.
+    spec = {**spec, "train": {"steps": 0}}
+    posterior = make_posterior(
+        load_target(make_target("moments", spec)), beta=None, gamma=1.0
+    )
+    assert posterior.moment_loss is not None
+    key = jax.random.key(3, impl="threefry2x32")
+    w = posterior.w_star + 0.3 * jax.random.normal(key, posterior.w_star.shape)
+
+    def over_samples(v):
+        return posterior.loss(v, posterior.x, posterior.y)
+
+    # Compiled whole: run op by op, the two gradients take seconds to dispatch.
+    value, grad = jax.jit(jax.value_and_grad(posterior.full_loss))(w)
+    value_n, grad_n = jax.jit(jax.value_and_grad(over_samples))(w)
+    np.testing.assert_allclose(value, value_n, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(grad, grad_n, rtol=1e-9, atol=1e-12)
+
+
 def test_config_checks_name_the_key():
     check_method("h", _settings(n_samples=8, thin=2))
     with pytest.raises(ConfigError, match=r"methods\.h: n_samples = 6 and thin = 2"):
