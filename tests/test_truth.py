@@ -134,6 +134,31 @@ def test_slice_hmc_within_3_se_and_3_percent_of_exact_linreg(truth_slice):
     assert lin["divergences"] == 0
 
 
+@pytest.mark.parametrize("target", ["linreg_d10", "mlp_d33"])
+def test_slice_hmc_counts_adaptation_and_every_leapfrog(truth_slice, target):
+    settings = _slice_config()["methods"]["hmc"]
+    run = truth_slice / "results" / "runs" / target / "hmc" / "0"
+    draws = pd.read_parquet(run / "draws.parquet")
+    summary = pd.read_parquet(run / "summary.parquet").iloc[0]
+    grad_evals = np.stack(
+        [g["grad_evals"].to_numpy() for _, g in draws.groupby("chain")]
+    )
+    assert grad_evals.shape == (4, settings["n_samples"])
+    steps = draws.loc[draws["chain"] == 0, "step"].to_numpy()
+    assert steps[0] == settings["n_warmup"] + 1
+    assert steps[-1] == settings["n_warmup"] + settings["n_samples"]
+    # One gradient at w*, one per leapfrog step (a transition takes at least one)
+    # and one per draw for L_n: the first draw comes after the whole adaptation.
+    assert (np.diff(grad_evals, axis=1) >= 2).all()
+    assert (grad_evals[:, 0] >= 1 + settings["n_warmup"] + 2).all()
+    # The run's cost is every chain's, the draws' last values summed.
+    assert summary["grad_evals"] == pytest.approx(grad_evals[:, -1].sum())
+    assert summary["divergences"] >= int(draws["divergent"].sum())
+    accept = draws["accept_rate"].to_numpy()
+    assert ((accept >= 0) & (accept <= 1)).all()
+    assert abs(accept.mean() - settings["target_accept"]) < 0.1
+
+
 def test_accuracy_benchmark_writes_every_method_and_target(truth_slice, tmp_path):
     spec = importlib.util.spec_from_file_location(
         "accuracy", ROOT / "benchmarks" / "accuracy.py"
