@@ -31,23 +31,12 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _rss import peak_rss_mb  # noqa: E402
 from devinterp.optim import SGMCMC  # noqa: E402
 from devinterp.slt.sampler import sample_single_chain  # noqa: E402
 from torch import nn  # noqa: E402
 
 T_IMPORTED = time.perf_counter()
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB (VmHWM).
-
-    Not ``getrusage``'s ``ru_maxrss``: Linux carries that across ``exec``, so a worker
-    would report its parent's size when the parent was larger.
-    """
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Rows(torch.utils.data.Dataset):

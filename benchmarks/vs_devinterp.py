@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from _rss import peak_rss_mb
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CACHE = HERE / ".cache" / "vs_devinterp"
@@ -149,18 +151,6 @@ def truth(target_dir: Path, beta: float, gamma: float) -> tuple[float, str]:
 
 
 # --- workers: one process per run -----------------------------------------------------
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB (VmHWM).
-
-    Not ``getrusage``'s ``ru_maxrss``: Linux carries that across ``exec``, so a worker
-    would report its parent's size when the parent was larger.
-    """
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def worker_lambda_hat(

@@ -32,10 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.adaptation.base import get_filter_adapt_info_fn
 
-from lambda_hat.estimate import mcmc_estimate, running_llc
 from lambda_hat.loop import Timing, run_chunked
 from lambda_hat.posterior import Posterior
-from lambda_hat.result import RunOutput, diverged_message
+from lambda_hat.result import RunOutput, mcmc_output
 
 # A chain's key is folded with one of these for its adaptation and its sampling.
 WARMUP, SAMPLING = 0, 1
@@ -219,28 +218,17 @@ def run(
     start = 1.0 + warm_leapfrogs.sum(axis=1, keepdims=True)
     grad_evals = start + np.cumsum(rec["leapfrogs"] + 1.0, axis=1)
     steps = s.n_warmup + (np.arange(n_draws) + 1) * s.thin
-    losses = rec["loss"]
-    keep = np.ones(n_draws, dtype=bool)
-    draws = {
-        "step": steps,
-        "grad_evals": grad_evals,
-        "loss": losses,
-        "llc_running": running_llc(losses, keep, posterior.nbeta, posterior.L0),
-        "burn_in": ~keep,
-        "accept_rate": rec["accept_rate"],
-        "divergent": rec["divergent"],
-    }
     divergences = int(rec["n_divergent"].sum())
-    message = diverged_message(losses, steps)
-    estimate = mcmc_estimate(losses, posterior.nbeta, posterior.L0)
     if divergences:
         progress(f"hmc: {divergences} divergent transitions after adaptation")
-    return RunOutput(
-        draws=draws,
-        estimate=estimate,
-        grad_evals=float(grad_evals[:, -1].mean()) if n_draws else 0.0,
+    return mcmc_output(
+        rec["loss"],
+        steps,
+        grad_evals,
+        np.ones(n_draws, dtype=bool),
+        nbeta=posterior.nbeta,
+        L0=posterior.L0,
         timing=timing,
-        status="diverged" if message else "ok",
-        message=message,
+        extra_draws={"accept_rate": rec["accept_rate"], "divergent": rec["divergent"]},
         summary_extra={"divergences": divergences},
     )

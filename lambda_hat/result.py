@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lambda_hat.estimate import Estimate
+from lambda_hat.estimate import Estimate, mcmc_estimate, running_llc
 from lambda_hat.loop import Timing
 
 
@@ -51,3 +51,50 @@ def diverged_message(values: np.ndarray, steps: np.ndarray, what: str = "loss") 
         first = int(np.argmax(bad[c]))
         parts.append(f"chain {c}: non-finite {what} at step {int(steps[first])}")
     return "; ".join(parts)
+
+
+def mcmc_output(
+    losses: np.ndarray,
+    steps: np.ndarray,
+    grad_evals: np.ndarray,
+    keep: np.ndarray,
+    *,
+    nbeta: float,
+    L0: float,
+    timing: Timing,
+    extra_draws: dict[str, np.ndarray] | None = None,
+    summary_extra: dict | None = None,
+) -> RunOutput:
+    """Assemble an MCMC method's draws, estimate and status from its loss draws.
+
+    Args:
+        losses: full-batch loss of each draw, shape (chains, draws).
+        steps: the step of each draw, shape (draws,).
+        grad_evals: gradient evaluations up to each draw, shape (draws,) or
+            (chains, draws); one chain's total is the last column (mean over chains).
+        keep: bool, shape (draws,): False for burn-in draws.
+        nbeta: nβ of the posterior.
+        L0: L_n(w*).
+        timing: compile and run seconds.
+        extra_draws: method-specific columns of the draws table.
+        summary_extra: further columns of the summary row.
+    """
+    draws = {
+        "step": steps,
+        "grad_evals": grad_evals,
+        "loss": losses,
+        "llc_running": running_llc(losses, keep, nbeta, L0),
+        "burn_in": ~keep,
+        **(extra_draws or {}),
+    }
+    message = diverged_message(losses, steps)
+    total = np.asarray(grad_evals)[..., -1].mean() if len(steps) else 0.0
+    return RunOutput(
+        draws=draws,
+        estimate=mcmc_estimate(losses[:, keep], nbeta, L0),
+        grad_evals=float(total),
+        timing=timing,
+        status="diverged" if message else "ok",
+        message=message,
+        summary_extra=summary_extra or {},
+    )

@@ -18,10 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lambda_hat.estimate import mcmc_estimate, running_llc
 from lambda_hat.loop import Timing, run_chunked
 from lambda_hat.posterior import Posterior
-from lambda_hat.result import RunOutput, diverged_message
+from lambda_hat.result import RunOutput, mcmc_output
 from lambda_hat.runtime import map_chains
 
 
@@ -108,20 +107,12 @@ def run(
     steps = (np.arange(n_draws) + 1) * s.thin
     grad_evals = steps * (b / posterior.n) + np.arange(1, n_draws + 1)
     keep = steps > s.burn_in
-    draws = {
-        "step": steps,
-        "grad_evals": grad_evals,
-        "loss": losses,
-        "llc_running": running_llc(losses, keep, posterior.nbeta, posterior.L0),
-        "burn_in": ~keep,
-    }
-    message = diverged_message(losses, steps)
-    estimate = mcmc_estimate(losses[:, keep], posterior.nbeta, posterior.L0)
-    return RunOutput(
-        draws=draws,
-        estimate=estimate,
-        grad_evals=float(grad_evals[-1]) if n_draws else 0.0,
+    return mcmc_output(
+        losses,
+        steps,
+        grad_evals,
+        keep,
+        nbeta=posterior.nbeta,
+        L0=posterior.L0,
         timing=timing,
-        status="diverged" if message else "ok",
-        message=message,
     )
