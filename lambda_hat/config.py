@@ -80,12 +80,60 @@ def check_vi(where: str, spec: dict) -> None:
         )
 
 
+# A method's settings for some targets only; these keys shape the DAG or the entry
+# itself, so they are the method's for every target.
+PER_TARGET = "per_target"
+NOT_PER_TARGET = ("algo", "replicates", PER_TARGET)
+
+
+def method_spec(config: dict, method: str, target: str) -> dict:
+    """The settings ``method`` runs with on ``target``.
+
+    The method's own settings, updated by its ``per_target`` entry for ``target`` if
+    it has one, without the keys that are not the run's (``replicates`` and
+    ``per_target``). These are the sample rule's params, so an edit of one target's
+    entry reruns that target's jobs of the method only.
+    """
+    spec = dict(config["methods"][method])
+    overrides = spec.pop(PER_TARGET, None) or {}
+    spec.pop("replicates", None)
+    spec.update(overrides.get(target, {}))
+    return spec
+
+
+def check_per_target(config: dict) -> None:
+    """Raise :class:`ConfigError` if a ``per_target`` entry names no target, or sets a
+    key that only the whole method can have."""
+    for name, spec in config["methods"].items():
+        for target, overrides in (spec.get(PER_TARGET) or {}).items():
+            where = f"methods.{name}.{PER_TARGET}.{target}"
+            if target not in config["targets"]:
+                raise ConfigError(
+                    f"{where}: there is no target {target!r} (targets: "
+                    f"{', '.join(sorted(config['targets']))})"
+                )
+            fixed = sorted(set(overrides) & set(NOT_PER_TARGET))
+            if fixed:
+                raise ConfigError(
+                    f"{where}.{fixed[0]} cannot be set per target; set it on "
+                    f"methods.{name}"
+                )
+
+
 def check_config(config: dict) -> None:
-    """Check every target and method of a validated config."""
+    """Check every target and method of a validated config.
+
+    A method with ``per_target`` entries is checked as it runs on each of them.
+    """
+    check_per_target(config)
     for name, spec in config["targets"].items():
         check_target(name, spec)
     for name, spec in config["methods"].items():
         check_method(name, spec)
+        for target in spec.get(PER_TARGET) or {}:
+            check_method(
+                f"{name}.{PER_TARGET}.{target}", method_spec(config, name, target)
+            )
 
 
 def canonical(value: Any) -> str:

@@ -59,7 +59,8 @@ class FlowSettings:
     """The family's settings (see config/README.md).
 
     Attributes:
-        k: latent dimension (0 < k ≤ d); null in the config means k = d.
+        k: the most latent dimensions (k ≥ 1); a k above d, or null in the config,
+            means k = d.
         basis: which k directions U spans: ``bottom`` (smallest Hessian eigenvalues),
             ``top`` (largest) or ``random`` (a random orthonormal basis).
         lanczos_steps: Lanczos iterations for the curvature basis; 0 means
@@ -475,10 +476,11 @@ def run(
             f"{keys.shape}"
         )
     s = FlowSettings.from_dict(settings)
+    # k caps the latent dimension, so one method can run on targets of any size.
     d = posterior.d
-    k = d if s.k is None else s.k
-    if not 1 <= k <= d:
-        raise ValueError(f"flow k = {k} must satisfy 1 <= k <= d = {d}")
+    k = d if s.k is None else min(s.k, d)
+    if k < 1:
+        raise ValueError(f"flow k = {k} must be at least 1")
 
     basis = make_basis(posterior, k=k, basis=s.basis, steps=s.lanczos_steps)
     family = FlowFamily(posterior, s, basis)

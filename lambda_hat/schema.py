@@ -51,6 +51,42 @@ def coerce_types(config: dict, schema: Mapping | str | Path) -> dict:
     return config
 
 
+def coerce_per_target(config: dict, schema: Mapping | str | Path) -> dict:
+    """Type and check each method's ``per_target`` entries, in place.
+
+    The schema cannot see a method through an entry (a method's settings depend on
+    its algo), so each entry is merged into its method, coerced and validated as a
+    whole method would be, and stored back with its values converted. Run it after
+    the config's own validation, which fills in the method's defaults.
+
+    Raises:
+        ConfigError: naming the entry and the key that is wrong.
+    """
+    from jsonschema import validators
+
+    from lambda_hat.config import PER_TARGET, ConfigError, check_per_target
+
+    if not isinstance(schema, Mapping):
+        schema = load_schema(schema)
+    check_per_target(config)
+    method_schema = {"$defs": schema["$defs"], "$ref": "#/$defs/method"}
+    validator = validators.validator_for(schema)(method_schema)
+    for name, spec in config["methods"].items():
+        entries = spec.get(PER_TARGET) or {}
+        for target, overrides in entries.items():
+            where = f"methods.{name}.{PER_TARGET}.{target}"
+            merged = {k: v for k, v in spec.items() if k != PER_TARGET}
+            merged.update(overrides)
+            merged = _coerce(merged, _resolve(method_schema, schema), schema)
+            errors = sorted(validator.iter_errors(merged), key=lambda e: e.path)
+            if errors:
+                err = errors[0]
+                path = ".".join(str(p) for p in err.absolute_path)
+                raise ConfigError(f"{where}{'.' + path if path else ''}: {err.message}")
+            entries[target] = {k: merged[k] for k in overrides}
+    return config
+
+
 def _resolve(node: Any, root: Mapping) -> Mapping:
     """``node`` with a local ``$ref`` (``#/$defs/name``) followed."""
     while isinstance(node, Mapping) and "$ref" in node:

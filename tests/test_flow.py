@@ -312,6 +312,29 @@ def test_linreg_d10_k_equals_d_matches_the_exact_llc(make_target, default_config
     assert np.all(np.isfinite(out.draws["elbo"]))
 
 
+def test_k_above_d_means_k_equals_d(make_target, default_config):
+    """k caps the latent dimension: on d = 10, k = 12 fits exactly what k = d does,
+    so one method block can run on targets of every size."""
+    from lambda_hat.sample import run_method
+
+    spec = default_config["targets"]["linreg"]
+    target = make_target("linreg", spec)
+    rows = [
+        run_method(
+            target,
+            target="linreg",
+            method="flow",
+            rep=0,
+            seed=0,
+            settings=_method(default_config, n_steps=100, warmup_steps=10, k=k),
+            progress=lambda s: None,
+        )[0]
+        for k in (None, 12)
+    ]
+    assert rows[0]["llc_mean"] == rows[1]["llc_mean"]
+    assert np.isfinite(rows[0]["llc_mean"])
+
+
 LINREG_D100 = {
     "family": "linreg",
     "d_in": 100,

@@ -80,6 +80,22 @@ def test_target_setting_reruns_that_target_only(project):
     )
 
 
+def test_per_target_setting_reruns_that_target_and_method_only(project):
+    def smaller_on_dln(config):
+        config["methods"]["sgld_small"]["per_target"] = {"dln": {"step_size": 2e-5}}
+
+    edit_config(project, smaller_on_dln)
+    assert pending(project) == {"sample:dln/sgld_small/0"} | AFTER
+
+    # An entry that repeats the method's own value changes no run's settings; only
+    # the report, whose header carries the config's digest, is redone.
+    def same_on_dln(config):
+        config["methods"]["sgld"]["per_target"] = {"dln": {"step_size": 1e-4}}
+
+    edit_config(project, same_on_dln)
+    assert pending(project) == {"report"}
+
+
 def test_swapping_two_values_reruns(project):
     def swap(config):
         m = config["methods"]["sgld_small"]
@@ -177,6 +193,10 @@ def test_software_environment_is_a_trigger_only_with_sdm(project, tmp_path):
         (lambda c: c["targets"].update({"bad/name": {}}), "bad/name"),
         (lambda c: c["targets"]["dln"].update(rank=5), "targets.dln.rank"),
         (lambda c: c["methods"]["sgld"].update(burn_in=10**4), "methods.sgld.burn_in"),
+        (
+            lambda c: c["methods"]["sgld"].update(per_target={"dln": {"burn_in": 300}}),
+            "methods.sgld.per_target.dln.burn_in",
+        ),
     ],
     ids=[
         "unknown-key",
@@ -185,6 +205,7 @@ def test_software_environment_is_a_trigger_only_with_sdm(project, tmp_path):
         "bad-name",
         "rank",
         "burn-in",
+        "per-target-burn-in",
     ],
 )
 def test_bad_config_fails_before_any_job(tmp_path, change, named):

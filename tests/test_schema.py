@@ -131,3 +131,61 @@ def test_a_value_that_does_not_convert_is_named_by_validation():
     config["methods"]["sgld"]["step_size"] = "small"
     with pytest.raises(Exception, match="small"):
         prepared(config)
+
+
+def with_per_target(entry: dict, method: str = "sgld_small") -> dict:
+    """The tiny config, its method given ``entry`` for target dln, prepared as the
+    Snakefile prepares it (per-target entries typed and checked last)."""
+    from lambda_hat.config import check_config
+    from lambda_hat.schema import coerce_per_target
+
+    config = load_tiny()
+    config["methods"][method]["per_target"] = {"dln": entry}
+    config = prepared(config)
+    coerce_per_target(config, SCHEMA)
+    check_config(config)
+    return config
+
+
+def test_per_target_settings_apply_to_that_target_only():
+    from lambda_hat.config import method_spec
+
+    # "2e-5" is how YAML 1.1 reads 2e-5 and how --config passes it: typed as a float.
+    config = with_per_target({"step_size": "2e-5", "n_steps": 400.0})
+    dln = method_spec(config, "sgld_small", "dln")
+    linreg = method_spec(config, "sgld_small", "linreg")
+    assert same_types(dln["step_size"], 2e-5) and same_types(dln["n_steps"], 400)
+    assert linreg["step_size"] == 5e-5 and linreg["n_steps"] == 300
+    assert "per_target" not in dln and "replicates" not in linreg
+    assert {k: v for k, v in dln.items() if k not in ("step_size", "n_steps")} == {
+        k: v for k, v in linreg.items() if k not in ("step_size", "n_steps")
+    }
+
+
+@pytest.mark.parametrize(
+    ("entry", "named"),
+    [
+        ({"stepsize": 1e-4}, "methods.sgld_small.per_target.dln: Additional prop"),
+        ({"step_size": -1.0}, "methods.sgld_small.per_target.dln.step_size"),
+        ({"k": 4}, "'k' was unexpected"),
+        ({"algo": "hmc"}, "methods.sgld_small.per_target.dln.algo cannot be set"),
+        ({"replicates": 2}, "per_target.dln.replicates cannot be set"),
+        ({"burn_in": 300}, "methods.sgld_small.per_target.dln.burn_in = 300"),
+    ],
+    ids=["unknown-key", "range", "other-algo-key", "algo", "replicates", "cross"],
+)
+def test_bad_per_target_entry_is_named(entry, named):
+    from lambda_hat.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        with_per_target(entry)
+    assert named in str(err.value)
+
+
+def test_per_target_entry_for_an_unknown_target_is_named():
+    from lambda_hat.config import ConfigError, check_config
+
+    config = prepared(load_tiny())
+    config["methods"]["sgld"]["per_target"] = {"mlp": {"step_size": 1e-5}}
+    with pytest.raises(ConfigError, match=r"methods\.sgld\.per_target\.mlp: there is"):
+        check_config(config)

@@ -2,7 +2,7 @@
 # Everything else lives in the lambda_hat package, where it is unit-tested.
 from functools import cache
 
-from lambda_hat.config import canonical, check_config, config_digest
+from lambda_hat.config import canonical, check_config, config_digest, method_spec
 from lambda_hat.provenance import code_digest
 
 check_config(config)
@@ -34,10 +34,8 @@ def target_settings(wildcards):
 
 
 def method_settings(wildcards):
-    """The sample rule's params: its method's settings, as sorted JSON."""
-    spec = dict(config["methods"][wildcards.method])
-    spec.pop("replicates", None)
-    return canonical(spec)
+    """The sample rule's params: its method's settings on its target, as sorted JSON."""
+    return canonical(method_spec(config, wildcards.method, wildcards.target))
 
 
 @cache
