@@ -43,7 +43,12 @@ def test_truth_suite_config_is_valid_and_covers_the_cases():
     assert any(min(w[1:-1]) < min(w[0], w[-1]) for w in widths)
     assert any(len(w) == 3 and w[1] > w[0] + w[2] for w in widths)
     assert any(t["family"] == "mlp" for t in targets.values())
-    assert {m["algo"] for m in config["methods"].values()} >= {"sgld", "hmc"}
+    assert {m["algo"] for m in config["methods"].values()} == {
+        "sgld",
+        "hmc",
+        "mfa",
+        "flow",
+    }
 
 
 def _slice_config() -> dict:
@@ -61,7 +66,11 @@ def _slice_config() -> dict:
         "mlp_d33": {**targets["mlp_d33"], "n": 300, "train": {"steps": 500}},
     }
     config["methods"] = {
-        "sgld": {**config["methods"]["sgld"], "n_steps": 4000, "burn_in": 1000},
+        "sgld": {
+            **{k: v for k, v in config["methods"]["sgld"].items() if k != "per_target"},
+            "n_steps": 4000,
+            "burn_in": 1000,
+        },
         "hmc": {**config["methods"]["hmc"], "n_warmup": 100, "n_samples": 2000},
     }
     return config
