@@ -301,10 +301,11 @@ def converged(elbo: np.ndarray) -> bool | None:
     """Whether every fit's ELBO trace has levelled off; None if the trace is short.
 
     The learning rate's decay flattens any trace at the end, so the test looks at
-    the second half: a fit has converged when the ELBO gained over it (the mean of
+    the second half: a fit has converged when the ELBO's change over it (the mean of
     the last tenth of the records against the mean of the tenth before the middle)
-    is at most ``CONVERGE_TOL`` of the gain since the first record, or within three
-    standard errors of zero.
+    is at most ``CONVERGE_TOL`` of the gain since the first record in size, or within
+    three standard errors of zero. A fit whose ELBO fell, over the second half or
+    since its first record, has gone backwards and has not converged either.
 
     Args:
         elbo: the recorded ELBO, shape (chains, records).
@@ -325,7 +326,10 @@ def converged(elbo: np.ndarray) -> bool | None:
         if window > 1
         else 0.0
     )
-    return bool(np.all(late_gain <= np.maximum(CONVERGE_TOL * total_gain, noise)))
+    level = np.abs(late_gain) <= np.maximum(CONVERGE_TOL * total_gain, noise)
+    spread = 3 * last.std(axis=1, ddof=1) if window > 1 else 0.0
+    forward = last.mean(axis=1) >= elbo[:, 0] - spread
+    return bool(np.all(level & forward))
 
 
 def _compiled(fn, *args, timing: Timing):

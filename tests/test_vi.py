@@ -231,10 +231,16 @@ def test_vi_estimate_pools_chains():
     assert est.ess is None and est.rhat is None
 
 
-def test_converged_flags_a_rising_trace():
+def test_converged_flags_a_rising_or_falling_trace():
     steps = np.arange(100)
     flat = -100 + 50 * (1 - np.exp(-steps / 5.0))
     rising = -100 + 0.5 * steps
     assert converged(np.stack([flat, flat])) is True
     assert converged(np.stack([flat, rising])) is False
+    # A fit that went backwards: the ELBO fell over the second half, or ended
+    # below where it started (measured: one of four flow fits on a 2-parameter
+    # network at the origin drifted away, ELBO −13,520 → −341,924, λ̂ 3·10^5).
+    assert converged(np.stack([flat, -100 - 0.5 * steps])) is False
+    away = -100 - 5000 * (1 - np.exp(-steps / 5.0))
+    assert converged(np.stack([flat, away])) is False
     assert converged(flat[None, :3]) is None
