@@ -54,6 +54,9 @@ STREAM_STEPS, STREAM_INIT, STREAM_TRACE, STREAM_EVAL = 0, 1, 2, 3
 # over the second half of the trace (windows of CONVERGE_FRACTION of the records).
 CONVERGE_FRACTION = 0.1
 CONVERGE_TOL = 0.05
+# ... and an ELBO change below this many nats counts as level whatever the gain was (a
+# fit that starts at its optimum gains nothing, and its trace only jitters).
+CONVERGE_NATS = 0.1
 # Samples whose full-batch loss is computed at once (bounds memory to this many × n).
 EVAL_CHUNK = 32
 
@@ -303,9 +306,10 @@ def converged(elbo: np.ndarray) -> bool | None:
     The learning rate's decay flattens any trace at the end, so the test looks at
     the second half: a fit has converged when the ELBO's change over it (the mean of
     the last tenth of the records against the mean of the tenth before the middle)
-    is at most ``CONVERGE_TOL`` of the gain since the first record in size, or within
-    three standard errors of zero. A fit whose ELBO fell, over the second half or
-    since its first record, has gone backwards and has not converged either.
+    is at most ``CONVERGE_TOL`` of the gain since the first record in size, within
+    three standard errors of zero, or below ``CONVERGE_NATS``. A fit whose ELBO fell,
+    over the second half or since its first record, has gone backwards and has not
+    converged either.
 
     Args:
         elbo: the recorded ELBO, shape (chains, records).
@@ -326,9 +330,11 @@ def converged(elbo: np.ndarray) -> bool | None:
         if window > 1
         else 0.0
     )
-    level = np.abs(late_gain) <= np.maximum(CONVERGE_TOL * total_gain, noise)
+    level = np.abs(late_gain) <= np.maximum(
+        np.maximum(CONVERGE_TOL * total_gain, noise), CONVERGE_NATS
+    )
     spread = 3 * last.std(axis=1, ddof=1) if window > 1 else 0.0
-    forward = last.mean(axis=1) >= elbo[:, 0] - spread
+    forward = last.mean(axis=1) >= elbo[:, 0] - np.maximum(spread, CONVERGE_NATS)
     return bool(np.all(level & forward))
 
 
