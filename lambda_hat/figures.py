@@ -287,8 +287,10 @@ def running_llc(
 ) -> bytes:
     """Running λ̂ against gradient evaluations per chain (log axis), colour by method.
 
-    Thin lines are chains; the thick line is their mean. A run without a running λ̂
-    (VI) is drawn as its final λ̂ ± 2 SE at its cost.
+    Thin lines are chains; the thick line is their mean. A run whose final λ̂ is not
+    its running mean (VI: it reports neither ESS nor R̂, its trace comes from a few
+    fixed draws and its estimate from fresh ones) also gets its final λ̂ ± 2 SE as a
+    point at its cost; so does a run without a running λ̂.
 
     Args:
         runs: the runs to draw (``LLC`` columns), usually one target's.
@@ -320,12 +322,20 @@ def running_llc(
             y = np.mean([c["llc_running"].to_numpy(float)[:size] for c in by_chain], 0)
             idx = _thin_log(size)
             ax.plot(x[idx], y[idx], color=colour, lw=1.8)
-        elif _finite(run["llc_mean"]):
+        final_apart = not (_finite(run["ess"]) or _finite(run["rhat"]))
+        if (final_apart or not len(d)) and _finite(run["llc_mean"]):
             n_chains = run["n_chains"] if _finite(run["n_chains"]) else 1
             cost = float(run["grad_evals"]) / max(int(n_chains), 1)
             se = float(run["llc_se"]) if _finite(run["llc_se"]) else 0.0
             ax.errorbar(
-                cost, run["llc_mean"], yerr=2 * se, fmt="o", color=colour, capsize=3
+                cost,
+                run["llc_mean"],
+                yerr=2 * se,
+                fmt="o",
+                color=colour,
+                mec="black",
+                capsize=3,
+                zorder=5,
             )
             points += [run["llc_mean"] - 2 * se, run["llc_mean"] + 2 * se]
     truth = _first_truth(runs)
