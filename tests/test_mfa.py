@@ -338,6 +338,28 @@ def test_non_finite_elbo_ends_the_run_as_diverged():
     assert out.summary_extra["converged"] is False
 
 
+def _dln_row(make_target, name: str, widths: list, *, rank: int, **settings) -> dict:
+    """MFA's summary row on a deep linear network started at its teacher (n = 10^4)."""
+    spec = {
+        "family": "dln",
+        "widths": widths,
+        "rank": rank,
+        "n": 10000,
+        "noise": 1.0,
+        "train": {"steps": 0},
+    }
+    row, _ = run_method(
+        make_target(name, spec),
+        target=name,
+        method="mfa",
+        rep=0,
+        seed=0,
+        settings={**SETTINGS, **settings},
+        progress=lambda s: None,
+    )
+    return row
+
+
 # A mixture of Gaussians cannot follow the curved symmetry orbits of a deep linear
 # network (W2·W1 = W2G·G⁻¹W1): q sits across them, pays the loss of leaving them, and
 # its λ̂ lands near 15 whatever M, r, the number of steps or γ (measured: M = 1..16,
@@ -350,23 +372,7 @@ def test_non_finite_elbo_ends_the_run_as_diverged():
     reason="Gaussian mixtures overestimate the DLN's λ (≈ 15 vs 9)",
 )
 def test_dln_llc_is_near_aoyagi(make_target):
-    spec = {
-        "family": "dln",
-        "widths": [5, 4, 3, 5],
-        "rank": 2,
-        "n": 10000,
-        "noise": 1.0,
-        "train": {"steps": 0},
-    }
-    row, _ = run_method(
-        make_target("dln", spec),
-        target="dln",
-        method="mfa",
-        rep=0,
-        seed=0,
-        settings={**SETTINGS, "n_steps": 1000},
-        progress=lambda s: None,
-    )
+    row = _dln_row(make_target, "dln", [5, 4, 3, 5], rank=2, n_steps=1000)
     assert row["status"] == "ok"
     assert row["truth"] == 9.0
     assert abs(row["llc_mean"] - 9.0) <= 0.15 * 9.0, row["llc_mean"]
@@ -393,23 +399,7 @@ def test_dln_overestimate_is_the_gaussian_familys(make_target):
     must (25.5 predicted; measured 22.95 in the truth suite, the localizer taking
     the rest), not near λ nor at d/2 = 48. If a change to the family ever lets the
     units cancel, this fails and the DLN criterion should be tried again."""
-    spec = {
-        "family": "dln",
-        "widths": [4, 12, 4],
-        "rank": 1,
-        "n": 10000,
-        "noise": 1.0,
-        "train": {"steps": 0},
-    }
-    row, _ = run_method(
-        make_target("dln_wide", spec),
-        target="dln_wide",
-        method="mfa",
-        rep=0,
-        seed=0,
-        settings=SETTINGS,
-        progress=lambda s: None,
-    )
+    row = _dln_row(make_target, "dln_wide", [4, 12, 4], rank=1)
     predicted = _redundant_unit_prediction(4, 12, 4, r=1)
     assert row["status"] == "ok" and row["truth"] == 8.0
     assert 0.8 * predicted <= row["llc_mean"] <= 1.05 * predicted, row["llc_mean"]
