@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import resource
 import subprocess
@@ -161,6 +162,7 @@ def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--width":
         print(json.dumps(one_size(int(sys.argv[2]))))
         return
+    load_start = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     rows = []
     for width in WIDTHS:
         done = subprocess.run(
@@ -172,6 +174,7 @@ def main() -> None:
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
 
+    load_end = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     lines = [
         "# Flow VI: memory and time per step against d",
         "",
@@ -179,8 +182,9 @@ def main() -> None:
         f"({platform.machine()}, {rows[0]['devices']}). Each row is its own process: "
         f"an MLP target (d_in 2, depth 2, n = 1000), {rows[0]['chains']} fits under "
         f"`vmap`, k = {rows[0]['k']}, `top` basis, 2 spline coupling layers, 8 draws "
-        f"per step, batch 100, {STEPS} steps, 64 evaluation samples per fit. The "
-        "machine was shared (load ≈ 8 on 2 cores), so times are upper bounds.",
+        f"per step, batch 100, {STEPS} steps, 64 evaluation samples per fit. Load "
+        f"average (1, 5, 15 min) at start: {load_start}; at end: {load_end}, on "
+        f"{os.cpu_count()} cores.",
         "",
         "| d | buffers of one step, 4 fits (MiB) | largest value in a step (MiB) | "
         "one fit's params + Adam state (MiB) | U (MiB) | a d×d float64 would be "
