@@ -148,3 +148,25 @@ def test_skeleton_mismatch_is_refused(make_target, tmp_path):
     (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="does not match the model skeleton"):
         load_target(path)
+
+
+@pytest.mark.parametrize("name,spec", [("lr", LINREG), ("dln", DLN)])
+def test_affine_targets_are_described_from_the_data_moments(name, spec):
+    """L0, ‖∇L_n(w*)‖ and the Hessian spectrum of linreg and dln targets come from the
+    data's moments (so their cost does not grow with n) and agree with the per-sample
+    loss to rounding."""
+    key = keys.job_key(0, "train_target", {"target": name})
+    target = train_target(name, _spec(spec), key=key, progress=lambda s: None)
+    w, _ = target.flat()
+    x, y = jnp.asarray(target.x), jnp.asarray(target.y)
+    loss = target.loss_fn()
+    L0, grad = jax.value_and_grad(loss)(w, x, y)
+    eigs = np.linalg.eigvalsh(np.asarray(jax.hessian(loss)(w, x, y)))
+    assert target.meta["L0"] == pytest.approx(float(L0), rel=1e-12)
+    assert target.meta["grad_norm"] == pytest.approx(
+        float(jnp.linalg.norm(grad)), rel=1e-6, abs=1e-12
+    )
+    np.testing.assert_allclose(np.sort(target.hessian_eigs), eigs, atol=1e-10)
+    # The recorded L0 is the posterior's L_n at w*, the same function every run uses.
+    post = make_posterior(target, beta=None, gamma=1.0)
+    assert float(post.full_loss(w)) == target.meta["L0"]
