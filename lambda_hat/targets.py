@@ -339,11 +339,11 @@ def describe(target: Target) -> None:
     # Affine families are described through the data's moments, as the posterior
     # evaluates them: the same L0 as every run's L_n, and a Hessian whose cost does not
     # grow with n (through the per-sample loss, d = 520 at n = 10^5 asked for 44 GB).
-    loss, data = target.moment_loss_fn(), None
-    if loss is not None:
-        data = (data_moments(x, y),)
-    else:
+    moment_loss = target.moment_loss_fn()
+    if moment_loss is None:
         loss, data = target.loss_fn(), (x, y)
+    else:
+        loss, data = moment_loss, (data_moments(x, y),)
     L0, grad = jax.jit(jax.value_and_grad(loss))(w, *data)
     d = int(w.size)
     meta = {
