@@ -105,23 +105,29 @@ def target_table(df: pd.DataFrame) -> list[str]:
     """One row per target and method."""
     lines = [
         "| target | family | d | truth | kind | method | λ̂ ± SE | rel. error | "
-        "vs HMC | ESS | R̂ | divergences | grad. evals | seconds | status |",
-        "|" + " --- |" * 15,
+        "vs HMC | ESS | R̂ | divergences | KL(q‖π) ≥ | λ̂ re-weighted | "
+        "grad. evals | seconds | status |",
+        "|" + " --- |" * 17,
     ]
     for _, r in df.sort_values(["family", "d", "target", "method"]).iterrows():
         truth = "–" if pd.isna(r["truth"]) else f"{r['truth']:.4g}"
         if r["truth_kind"] == "reference" and pd.notna(r["truth_se"]):
             truth += f" ± {r['truth_se']:.2g}"
         kind = "–" if pd.isna(r["truth_kind"]) else r["truth_kind"]
-        ess = "–" if pd.isna(r["ess"]) else f"{r['ess']:.0f}"
+        # A VI row's ESS is that of its final draws weighted by π/q (IS).
+        vi = pd.notna(r.get("is_ess"))
+        ess = r["is_ess"] if vi else r["ess"]
+        ess = "–" if pd.isna(ess) else f"{ess:.0f}" + (" (IS)" if vi else "")
+        kl = "–" if pd.isna(r.get("kl_bound")) else f"{r['kl_bound']:.2f}"
+        llc_is = "–" if pd.isna(r.get("llc_is")) else f"{r['llc_is']:.4g}"
         rhat = "–" if pd.isna(r["rhat"]) else f"{r['rhat']:.3f}"
         div = "–" if pd.isna(r["divergences"]) else f"{int(r['divergences'])}"
         lines.append(
             f"| {r['target']} | {r['family']} | {r['d']} | {truth} | "
             f"{kind} | {r['method']} | "
             f"{r['llc_mean']:.4g} ± {r['llc_se']:.2g} | {_pct(r['rel_error'])} | "
-            f"{_pct(r['rel_error_hmc'])} | {ess} | {rhat} | {div} | "
-            f"{r['grad_evals']:.3g} | {r['wall_s']:.1f} | {r['status']} |"
+            f"{_pct(r['rel_error_hmc'])} | {ess} | {rhat} | {div} | {kl} | "
+            f"{llc_is} | {r['grad_evals']:.3g} | {r['wall_s']:.1f} | {r['status']} |"
         )
     return lines
 
@@ -146,7 +152,10 @@ def write(df: pd.DataFrame, out: Path, *, source: str, note: str | None) -> None
         " λ of a deep linear network, *reference* the HMC estimate (± its standard"
         " error). *vs HMC* is (λ̂ − λ̂_HMC)/λ̂_HMC on the same target. Costs are per"
         " run, all chains together: gradient evaluations over n samples (adaptation,"
-        " burn-in and evaluation included) and wall seconds (compilation included).",
+        " burn-in and evaluation included) and wall seconds (compilation included)."
+        " For VI, ESS (IS) is that of the final draws of q weighted by π/q, KL(q‖π) ≥"
+        " the importance-weighted bound on log Z minus the ELBO, and *re-weighted*"
+        " λ̂ the self-normalized importance-sampling estimate (config/README.md).",
         "",
         "## Per method",
         "",

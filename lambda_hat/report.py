@@ -64,7 +64,7 @@ class Flag:
     """A problem of a run or of a target × method, shown as a badge in its row.
 
     Attributes:
-        key: what is wrong (``diverged``, ``rhat``, ``ess``, ``negative``,
+        key: what is wrong (``diverged``, ``rhat``, ``ess``, ``is_ess``, ``negative``,
             ``grad_norm``, ``not_converged``, ``divergences``).
         label: the badge's short text.
         why: the longer explanation, shown on hover.
@@ -167,6 +167,27 @@ def flags(runs: pd.DataFrame, pooled_mean: float | None = None) -> list[Flag]:
                 "unreliable; run the chains longer",
             )
         )
+    is_ess = ok["is_ess"].dropna() if "is_ess" in ok else pd.Series(dtype=float)
+    if len(is_ess) and is_ess.min() < ESS_MIN:
+        worst = ok.loc[is_ess.idxmin()]
+        kl = worst.get("kl_bound")
+        reweighted = worst.get("llc_is")
+        out.append(
+            Flag(
+                "is_ess",
+                f"IS ESS {is_ess.min():.0f}",
+                f"q's final draws, weighted by π/q, are worth {is_ess.min():.1f} draws "
+                f"of π (fewer than {ESS_MIN})"
+                + (f" and KL(q‖π) is at least {kl:.1f} nats" if _finite(kl) else "")
+                + ": q is far from the posterior, so its λ̂ is not to be trusted"
+                + (
+                    f" (re-weighted to π it is {reweighted:.3g}, no better "
+                    "founded at this ESS)"
+                    if _finite(reweighted)
+                    else ""
+                ),
+            )
+        )
     means = list(ok["llc_mean"].dropna())
     if pooled_mean is not None and _finite(pooled_mean):
         means.append(pooled_mean)
@@ -266,7 +287,8 @@ def pool(runs: pd.DataFrame) -> pd.DataFrame:
                 "truth_se": truth_se,
                 "is_reference": is_reference,
                 "rel_error": rel,
-                "ess_min": _stat(ok["ess"], "min"),
+                # A VI fit's ESS is that of its final draws weighted by π/q.
+                "ess_min": _stat(ok["is_ess"] if vi else ok["ess"], "min"),
                 "rhat_max": _stat(ok["rhat"], "max"),
                 "mc_error": se if vi else math.nan,
                 "converged": bool(converged.all()) if len(converged) else None,
@@ -338,6 +360,8 @@ def summary_rows(pooled: pd.DataFrame) -> list[dict]:
     for target, group in pooled.groupby("target", sort=True):
         for i, (_, r) in enumerate(group.iterrows()):
             keys = {f.key for f in r["flags"]}
+            if "is_ess" in keys:
+                keys.add("ess")
             rows.append(
                 {
                     "target": target,
@@ -376,7 +400,8 @@ def run_rows(runs: pd.DataFrame) -> list[dict]:
     """The table of every run, formatted, with each run's own flags."""
     rows = []
     for _, r in runs.iterrows():
-        run_flags = flags(r.to_frame().T.reset_index(drop=True))
+        single = r.to_frame().T.reset_index(drop=True)
+        run_flags = flags(single)
         chains = [c for c in (r["llc_chains"] if r["llc_chains"] is not None else [])]
         chain_range = (
             f"{min(chains):.3g} … {max(chains):.3g}"
@@ -393,7 +418,7 @@ def run_rows(runs: pd.DataFrame) -> list[dict]:
                 "seed": int(r["seed"]),
                 "llc": fmt_pm(r["llc_mean"], r["llc_se"]),
                 "chains": chain_range,
-                "ess": fmt(r["ess"], ".0f"),
+                "ess": fmt(r["is_ess"] if is_vi(single) else r["ess"], ".0f"),
                 "rhat": fmt(r["rhat"], ".3f"),
                 "converged": DASH if pd.isna(converged) else str(bool(converged)),
                 "grad_norm_star": fmt(r["grad_norm_star"], ".2g"),

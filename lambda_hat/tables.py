@@ -62,6 +62,9 @@ LLC = pa.schema(
         pa.field("rhat", pa.float64()),
         pa.field("divergences", pa.int64()),
         pa.field("converged", pa.bool_()),
+        pa.field("is_ess", pa.float64()),
+        pa.field("kl_bound", pa.float64()),
+        pa.field("llc_is", pa.float64()),
         pa.field("truth", pa.float64()),
         pa.field("truth_kind", pa.string()),
         pa.field("truth_se", pa.float64()),
@@ -77,6 +80,9 @@ LLC = pa.schema(
 )
 
 TRUTH_KINDS = ("exact", "aoyagi", "reference")
+# Summary columns added after the first tables were written: a file without them reads
+# them as null, so results from an older version still aggregate and report.
+LATER_LLC_COLUMNS = ("is_ess", "kl_bound", "llc_is")
 SORT_KEYS = ["target", "method", "rep"]
 
 
@@ -132,6 +138,10 @@ def read_table(path: str | os.PathLike, schema: pa.Schema) -> pa.Table:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as err:
         raise ValueError(f"cannot read Parquet file {path}: {err}") from err
+    for name in LATER_LLC_COLUMNS if schema is LLC else ():
+        if name not in table.column_names:
+            field = schema.field(name)
+            table = table.append_column(field, pa.nulls(len(table), field.type))
     missing = set(schema.names) - set(table.column_names)
     if missing:
         raise ValueError(f"{path} lacks the columns {sorted(missing)}")

@@ -300,6 +300,48 @@ def vi_estimate(adjusted: np.ndarray, nbeta: float, L0: float) -> Estimate:
     )
 
 
+def importance_diagnostics(
+    log_w: np.ndarray, losses: np.ndarray, nbeta: float, L0: float
+) -> dict:
+    """How far each fitted q is from π, from its final samples weighted by π̃/q.
+
+    With log_w = log π̃(w) − log q(w) at S independent draws of q (π̃ the
+    unnormalized posterior) and normalized weights w̄ ∝ exp(log_w):
+
+    - the Kish effective sample size 1/Σ w̄² (S when q = π): how many draws of π
+      q's S draws are worth;
+    - log mean exp(log_w) − mean(log_w) ≥ 0: the importance-weighted bound on log Z
+      minus the ELBO, both from the same draws. Since log Z − ELBO = KL(q‖π), it
+      bounds KL(q‖π) from below (in expectation);
+    - nβ(Σ w̄·L − L0): λ̂ re-weighted to π (self-normalized importance sampling),
+      consistent as S grows but only as good as the effective sample size says.
+
+    Args:
+        log_w: log importance weights, shape (chains, S).
+        losses: L_n at the same draws, shape (chains, S).
+        nbeta: nβ.
+        L0: L_n(w*).
+
+    Returns:
+        ``is_ess`` (the smallest over the fits), ``kl_bound`` (the largest) and
+        ``llc_is`` (the mean); all NaN if any weight is not finite.
+    """
+    if not (np.all(np.isfinite(log_w)) and np.all(np.isfinite(losses))):
+        return {"is_ess": math.nan, "kl_bound": math.nan, "llc_is": math.nan}
+    top = log_w.max(axis=1, keepdims=True)
+    w = np.exp(log_w - top)
+    w_bar = w / w.sum(axis=1, keepdims=True)
+    ess = 1.0 / np.sum(w_bar**2, axis=1)
+    log_mean_w = top[:, 0] + np.log(w.mean(axis=1))
+    kl = log_mean_w - log_w.mean(axis=1)
+    llc = nbeta * (np.sum(w_bar * losses, axis=1) - L0)
+    return {
+        "is_ess": float(ess.min()),
+        "kl_bound": float(kl.max()),
+        "llc_is": float(llc.mean()),
+    }
+
+
 def converged(elbo: np.ndarray) -> bool | None:
     """Whether every fit's ELBO trace has levelled off; None if the trace is short.
 
@@ -374,9 +416,11 @@ def run_vi(
         from the fixed trace sample with the full-batch loss, elbo, entropy, loss
         and llc_running (without a trace sample, elbo and entropy are the means of
         the steps' minibatch estimates), plus weight_min / weight_max for mixtures.
-        Then λ̂ with its Monte Carlo standard error, and ``converged`` in
-        summary_extra. A non-finite ELBO at any step, or a non-finite loss of the
-        final samples, ends the run as ``diverged`` with a message.
+        Then λ̂ with its Monte Carlo standard error, and in summary_extra
+        ``converged`` and the importance diagnostics of the final samples
+        (:func:`importance_diagnostics`). A non-finite ELBO at any step, or a
+        non-finite loss of the final samples, ends the run as ``diverged`` with a
+        message.
     """
     s = settings if isinstance(settings, VISettings) else VISettings.from_dict(settings)
     n, nbeta, L0 = posterior.n, posterior.nbeta, posterior.L0
@@ -460,7 +504,10 @@ def run_vi(
 
     def evaluate(key, params):
         w = family.sample(params, stream(key, STREAM_EVAL), s.eval_samples)
-        out = {"loss": _full_losses(posterior, w)}
+        losses = _full_losses(posterior, w)
+        u = w - posterior.w_star
+        log_p = -(nbeta * losses + 0.5 * posterior.gamma * jnp.sum(u * u, axis=1))
+        out = {"loss": losses, "log_w": log_p - family.log_q(params, w)}
         if use_cv:
             u = w - posterior.w_star
             out["quad"] = u @ grad0 + 0.5 * (u * u) @ diag_h
@@ -513,5 +560,8 @@ def run_vi(
         timing=timing,
         status="diverged" if message else "ok",
         message=message,
-        summary_extra={"converged": converged(draws["elbo"]) if not message else False},
+        summary_extra={
+            "converged": converged(draws["elbo"]) if not message else False,
+            **importance_diagnostics(final["log_w"], losses, nbeta, L0),
+        },
     )

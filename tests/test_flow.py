@@ -310,6 +310,9 @@ def test_linreg_d10_k_equals_d_matches_the_exact_llc(make_target, default_config
     assert error <= 0.03 * row["truth"]
     assert row["rhat"] is None and row["ess"] is None
     assert np.all(np.isfinite(out.draws["elbo"]))
+    # q holds π here: its draws, weighted by π/q, are worth nearly as many of π's.
+    assert row["is_ess"] >= 0.9 * 1000, row["is_ess"]
+    assert 0.0 <= row["kl_bound"] < 0.05, row["kl_bound"]
 
 
 def test_k_above_d_means_k_equals_d(make_target, default_config):
@@ -383,13 +386,13 @@ def test_linreg_d100_accuracy_for_k_below_d(make_target, default_config, k):
 # steps, 12.8 after 10,000 (the ELBO still rising slowly); with k = 16, `top` gives
 # 14.9, `bottom` 17.8 and `random` 17.6. The spline coupling layers do not learn the
 # curved symmetry orbits of the network (W2·W1 = W2G·G⁻¹W1) within these budgets, so q
-# stays close to the best Gaussian, which overestimates.
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the flow does not yet follow the DLN's curved orbits (λ̂ ≈ 13 vs 9)",
-)
-def test_dln_llc_is_near_aoyagi(make_target, default_config):
+# stays close to the best Gaussian, which overestimates. The HMC posterior spreads
+# 0.4–0.9 along every coordinate, q 3–12 times less; with 40,000 draws of q the
+# importance-weighted bound on log Z sits 10.4 nats above the ELBO (8.4 with 8 coupling
+# layers × 64 and 12,000 steps, λ̂ 12.3): q is far from π, and says so (below).
+@pytest.fixture(scope="module")
+def dln_row(make_target, default_config):
+    """The flow's summary row on the default DLN (λ = 9), a short fit."""
     from lambda_hat.sample import run_method
 
     row, _ = run_method(
@@ -402,4 +405,24 @@ def test_dln_llc_is_near_aoyagi(make_target, default_config):
         progress=lambda s: None,
     )
     assert row["status"] == "ok" and row["truth"] == 9.0
-    assert abs(row["llc_mean"] - 9.0) <= 0.15 * 9.0, row["llc_mean"]
+    return row
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="the flow does not yet follow the DLN's curved orbits (λ̂ ≈ 13 vs 9)",
+)
+def test_dln_llc_is_near_aoyagi(dln_row):
+    assert abs(dln_row["llc_mean"] - 9.0) <= 0.15 * 9.0, dln_row["llc_mean"]
+
+
+def test_dln_fit_reports_that_q_is_far_from_the_posterior(dln_row):
+    """Where the flow misses λ its importance diagnostics say so: its draws, weighted
+    by π/q, are worth a handful of π's (measured 1.7 of 1000 at 2000 steps), below the
+    report's ESS threshold of 100, and KL(q‖π) is bounded well away from 0 (10.2
+    nats measured there; on linear regression the same bound is below 0.05)."""
+    from lambda_hat.report import ESS_MIN
+
+    assert dln_row["is_ess"] < ESS_MIN / 4, dln_row["is_ess"]
+    assert dln_row["kl_bound"] > 3.0, dln_row["kl_bound"]

@@ -52,6 +52,8 @@ METHODS = {
 DIVERGED = ("dln", "sgld", 1)
 NEGATIVE = ("linreg", "hmc")
 NOT_CONVERGED = ("mlp", "vi")
+# The VI fit whose q is far from π: its draws weighted by π/q are worth 2.5 of π's.
+FAR_FROM_POSTERIOR = ("dln", "vi")
 CHAINS = 4
 DRAWS_PER_CHAIN = 2000
 RHO = 0.5
@@ -188,6 +190,12 @@ def vi_run(rng, target, method, rep, algo):
         "converged": (target, method) != NOT_CONVERGED,
         "grad_evals": 500.0 * CHAINS,
     }
+    far = (target, method) == FAR_FROM_POSTERIOR
+    row |= {
+        "is_ess": 2.5 if far else 950.0,
+        "kl_bound": 11.0 if far else 0.01,
+        "llc_is": truth * (0.8 if far else 1.0),
+    }
     return draws, row
 
 
@@ -272,6 +280,18 @@ def test_problem_flags_sit_in_their_rows(experiment):
         assert "ess" in flag_keys(summary_row(soup, target, "short"))
     assert "negative" in flag_keys(summary_row(soup, *NEGATIVE))
     assert "not_converged" in flag_keys(summary_row(soup, *NOT_CONVERGED))
+    # A VI fit far from π: flagged, its importance ESS shown and marked, the bound
+    # on KL(q‖π) and the re-weighted λ̂ in the flag's explanation; the other VI fits
+    # show their ESS (950) unflagged.
+    far = summary_row(soup, *FAR_FROM_POSTERIOR)
+    assert "is_ess" in flag_keys(far)
+    why = far.select_one("span.flag-is_ess")["title"]
+    assert "2.5 draws" in why and "at least 11.0 nats" in why and "7.2" in why
+    assert far.select_one("td.bad").get_text(strip=True) == "2"
+    for target in ("linreg", "mlp"):
+        row = summary_row(soup, target, "vi")
+        assert "is_ess" not in flag_keys(row)
+        assert "950" in [td.get_text(strip=True) for td in row.select("td")]
     for method in METHODS:
         assert "grad_norm" in flag_keys(summary_row(soup, "mlp", method))
     # A clean row: 4 × 1600 kept draws with ρ = 0.5 have an ESS near 2100 and an R̂ of
@@ -304,7 +324,8 @@ def test_pooled_row_shows_replicates_and_truth(experiment):
     # mlp has no truth: its non-HMC rows are measured against the HMC reference.
     assert pooled.loc[("mlp", "sgld"), "truth_kind"] == "reference"
     assert pooled.loc[("mlp", "vi"), "kind"] == "VI"
-    assert math.isnan(pooled.loc[("mlp", "vi"), "ess_min"])
+    # A VI row's ESS is its importance ESS, not a chain's.
+    assert pooled.loc[("mlp", "vi"), "ess_min"] == pytest.approx(950.0)
     assert pooled.loc[("mlp", "vi"), "mc_error"] == pytest.approx(0.03)
 
 

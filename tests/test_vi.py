@@ -9,6 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from lambda_hat.config import ConfigError, check_method
 from lambda_hat.mfa import MFAParams, MixtureOfFactorAnalyzers
@@ -20,6 +23,7 @@ from lambda_hat.vi import (
     converged,
     elbo_estimate,
     gradient_moments,
+    importance_diagnostics,
     make_optimizer,
     vi_estimate,
 )
@@ -249,3 +253,45 @@ def test_converged_flags_a_rising_or_falling_trace():
     jitter = -222.8 + 0.02 * np.sin(steps)
     assert converged(np.stack([jitter, jitter + 0.01])) is True
     assert converged(np.stack([jitter, jitter - 0.002 * steps])) is False
+
+
+def test_importance_diagnostics_of_an_exact_and_a_collapsed_q():
+    rng = np.random.default_rng(3)
+    losses = 2.0 + 0.01 * rng.random((2, 500))
+    # q = π: every weight equal, all 500 draws count, no KL, λ̂ unchanged.
+    exact = importance_diagnostics(np.full((2, 500), -7.0), losses, 100.0, 2.0)
+    assert exact["is_ess"] == pytest.approx(500.0)
+    assert exact["kl_bound"] == pytest.approx(0.0, abs=1e-12)
+    assert exact["llc_is"] == pytest.approx(100.0 * (losses.mean() - 2.0))
+    # One draw outweighs the rest by e^30: q's draws are worth one draw of π, the
+    # bound is log-mean-exp minus the mean, and λ̂ re-weighted is that draw's.
+    log_w = np.zeros((2, 500))
+    log_w[1, 7] = 30.0
+    collapsed = importance_diagnostics(log_w, losses, 100.0, 2.0)
+    assert collapsed["is_ess"] == pytest.approx(1.0, abs=1e-9)
+    kl = 30.0 + math.log((1 + 499 * math.exp(-30.0)) / 500) - 30.0 / 500
+    assert collapsed["kl_bound"] == pytest.approx(kl)
+    llc0 = 100.0 * (losses[0].mean() - 2.0)
+    llc1 = 100.0 * (losses[1, 7] - 2.0)
+    assert collapsed["llc_is"] == pytest.approx((llc0 + llc1) / 2, rel=1e-9)
+    # A weight that is not finite leaves nothing to say.
+    log_w[0, 0] = -np.inf
+    nothing = importance_diagnostics(log_w, losses, 1.0, 0.0)
+    assert all(math.isnan(v) for v in nothing.values())
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    arrays(np.float64, (3, 40), elements=st.floats(-50, 50)),
+    st.floats(-1e3, 1e3),
+)
+def test_importance_diagnostics_bounds(log_w, shift):
+    """1 ≤ ESS ≤ S and KL bound ≥ 0 (Jensen) whatever the weights; both, and the
+    re-weighted λ̂, ignore a constant added to log w (π̃'s normalization)."""
+    losses = np.linspace(0.0, 1.0, 120).reshape(3, 40)
+    out = importance_diagnostics(log_w, losses, 10.0, 0.0)
+    assert 1.0 - 1e-9 <= out["is_ess"] <= 40.0 + 1e-9
+    assert out["kl_bound"] >= -1e-9
+    moved = importance_diagnostics(log_w + shift, losses, 10.0, 0.0)
+    for key in out:
+        assert moved[key] == pytest.approx(out[key], rel=1e-9, abs=1e-9)
