@@ -52,6 +52,13 @@ ESS_MIN = 100
 # about sqrt(tr H / n) at w*, which is sqrt(d / n) for unit curvature. A gradient
 # several times that says w* is not a minimum, and λ̂ is then measured on a slope.
 GRAD_NOISE_FACTOR = 3.0
+# A VI fit is flagged when its final draws show KL(q‖π) above this many nats per unit
+# of λ̂. The bound, not the importance ESS: in high dimension the weights degenerate
+# even for a q whose λ̂ is right (linear regression at d = 1,000: ESS 1, bound 15 nats,
+# λ̂ within 0.8%). Measured on the truth suite (benchmarks/accuracy.md): the VI fits on
+# linear regressions (all within 0.8% of the exact λ̂, d up to 1,000) stay at or below
+# 0.042; those on networks (40% to 720% off) are at 0.17 or above.
+KL_PER_LLC_MAX = 0.1
 
 # The draws columns the report uses; the first three must be there, the others may be
 # absent from files written before they existed and are then read as null.
@@ -64,7 +71,8 @@ class Flag:
     """A problem of a run or of a target × method, shown as a badge in its row.
 
     Attributes:
-        key: what is wrong (``diverged``, ``rhat``, ``ess``, ``is_ess``, ``negative``,
+        key: what is wrong (``diverged``, ``rhat``, ``ess``, ``far_from_posterior``,
+            ``negative``,
             ``grad_norm``, ``not_converged``, ``divergences``).
         label: the badge's short text.
         why: the longer explanation, shown on hover.
@@ -167,27 +175,9 @@ def flags(runs: pd.DataFrame, pooled_mean: float | None = None) -> list[Flag]:
                 "unreliable; run the chains longer",
             )
         )
-    is_ess = ok["is_ess"].dropna() if "is_ess" in ok else pd.Series(dtype=float)
-    if len(is_ess) and is_ess.min() < ESS_MIN:
-        worst = ok.loc[is_ess.idxmin()]
-        kl = worst.get("kl_bound")
-        reweighted = worst.get("llc_is")
-        out.append(
-            Flag(
-                "is_ess",
-                f"IS ESS {is_ess.min():.0f}",
-                f"q's final draws, weighted by π/q, are worth {is_ess.min():.1f} draws "
-                f"of π (fewer than {ESS_MIN})"
-                + (f" and KL(q‖π) is at least {kl:.1f} nats" if _finite(kl) else "")
-                + ": q is far from the posterior, so its λ̂ is not to be trusted"
-                + (
-                    f" (re-weighted to π it is {reweighted:.3g}, no better "
-                    "founded at this ESS)"
-                    if _finite(reweighted)
-                    else ""
-                ),
-            )
-        )
+    far = _far_from_posterior(ok)
+    if far is not None:
+        out.append(far)
     means = list(ok["llc_mean"].dropna())
     if pooled_mean is not None and _finite(pooled_mean):
         means.append(pooled_mean)
@@ -230,6 +220,40 @@ def flags(runs: pd.DataFrame, pooled_mean: float | None = None) -> list[Flag]:
             )
         )
     return out
+
+
+def kl_per_llc(kl_bound, llc) -> float:
+    """The bound on KL(q‖π) per unit of λ̂ (λ̂ counted as at least 1); NaN if either
+    is missing."""
+    if not (_finite(kl_bound) and _finite(llc)):
+        return math.nan
+    return float(kl_bound) / max(float(llc), 1.0)
+
+
+def _far_from_posterior(ok: pd.DataFrame) -> Flag | None:
+    """The flag of VI runs whose q is demonstrably far from π, or None."""
+    if "kl_bound" not in ok or ok["kl_bound"].isna().all():
+        return None
+    ratio = pd.Series(
+        [kl_per_llc(k, m) for k, m in zip(ok["kl_bound"], ok["llc_mean"], strict=True)],
+        index=ok.index,
+    )
+    if not (ratio > KL_PER_LLC_MAX).any():
+        return None
+    worst = ok.loc[ratio.idxmax()]
+    why = (
+        f"q's final draws, weighted by π/q, show KL(q‖π) ≥ {worst['kl_bound']:.3g} "
+        f"nats, {ratio.max():.2f} per unit of λ̂ (above {KL_PER_LLC_MAX}): q is far "
+        "from the posterior and its λ̂ is not to be trusted"
+    )
+    if _finite(worst.get("is_ess")):
+        why += f"; they are worth {worst['is_ess']:.1f} draws of π"
+    if _finite(worst.get("llc_is")):
+        why += (
+            f"; re-weighted to π, λ̂ is {worst['llc_is']:.3g}, as unreliable as that "
+            "effective sample size says"
+        )
+    return Flag("far_from_posterior", f"KL ≥ {worst['kl_bound']:.3g}", why)
 
 
 def _stat(values: pd.Series, how: str) -> float:
@@ -360,7 +384,7 @@ def summary_rows(pooled: pd.DataFrame) -> list[dict]:
     for target, group in pooled.groupby("target", sort=True):
         for i, (_, r) in enumerate(group.iterrows()):
             keys = {f.key for f in r["flags"]}
-            if "is_ess" in keys:
+            if "far_from_posterior" in keys:
                 keys.add("ess")
             rows.append(
                 {
@@ -628,6 +652,7 @@ def build_report(
         total_seconds=fmt_seconds(runs["wall_s"].sum()),
         rhat_max=RHAT_MAX,
         ess_min=ESS_MIN,
+        kl_per_llc_max=KL_PER_LLC_MAX,
         grad_factor=GRAD_NOISE_FACTOR,
         summary=summary_rows(pooled),
         runs=run_rows(runs),

@@ -418,11 +418,13 @@ def test_dln_llc_is_near_aoyagi(dln_row):
 
 
 def test_dln_fit_reports_that_q_is_far_from_the_posterior(dln_row):
-    """Where the flow misses λ its importance diagnostics say so: its draws, weighted
-    by π/q, are worth a handful of π's (measured 1.7 of 1000 at 2000 steps), below the
-    report's ESS threshold of 100, and KL(q‖π) is bounded well away from 0 (10.2
-    nats measured there; on linear regression the same bound is below 0.05)."""
-    from lambda_hat.report import ESS_MIN
+    """Where the flow misses λ its importance diagnostics say so, and the report
+    flags it: KL(q‖π) is bounded well above the report's 0.1 nats per unit of λ̂
+    (measured at 2000 steps: 10.2 nats on λ̂ = 12.6, 0.81 per unit; on linear
+    regression the same bound is below 0.05 nats), and q's draws weighted by π/q are
+    worth a handful of π's (1.7 of 1000 measured)."""
+    from lambda_hat import report
 
-    assert dln_row["is_ess"] < ESS_MIN / 4, dln_row["is_ess"]
-    assert dln_row["kl_bound"] > 3.0, dln_row["kl_bound"]
+    ratio = report.kl_per_llc(dln_row["kl_bound"], dln_row["llc_mean"])
+    assert ratio > 3 * report.KL_PER_LLC_MAX, (dln_row["kl_bound"], ratio)
+    assert dln_row["is_ess"] < 25, dln_row["is_ess"]
