@@ -3,7 +3,7 @@
 # aggregated into results/llc.parquet and a report. See README.md and config/README.md.
 from snakemake.utils import min_version, validate
 
-from lambda_hat.schema import coerce_per_target, coerce_types
+from lambda_hat.schema import check_schema, coerce_per_target, coerce_types
 
 min_version("9.0")
 
@@ -17,6 +17,7 @@ if not workflow.config_settings.configfiles:
 
 # One type per value however it was given (file or --config), then the schema's check.
 coerce_types(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+check_schema(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 validate(config, "workflow/schemas/config.schema.yaml")
 coerce_per_target(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 

@@ -489,4 +489,7 @@ def run(
         + (f", {basis.hvps} Lanczos steps" if basis.hvps else "")
         + f"), {s.flow_layers} spline coupling layers"
     )
-    return vi.run_vi(posterior, keys, family, settings, progress=progress, label="flow")
+    used = {"k": k, "lanczos_steps": basis.hvps if s.basis != "random" else 0}
+    return vi.run_vi(
+        posterior, keys, family, settings, progress=progress, label="flow", used=used
+    )

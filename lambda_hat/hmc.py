@@ -34,7 +34,7 @@ from blackjax.adaptation.base import get_filter_adapt_info_fn
 
 from lambda_hat.loop import Timing, run_chunked
 from lambda_hat.posterior import Posterior
-from lambda_hat.result import RunOutput, mcmc_output
+from lambda_hat.result import RunOutput, mcmc_output, settings_used
 
 # A chain's key is folded with one of these for its adaptation and its sampling.
 WARMUP, SAMPLING = 0, 1
@@ -230,5 +230,10 @@ def run(
         L0=posterior.L0,
         timing=timing,
         extra_draws={"accept_rate": rec["accept_rate"], "divergent": rec["divergent"]},
-        summary_extra={"divergences": divergences},
+        summary_extra={
+            "divergences": divergences,
+            "settings_used": settings_used(
+                step_size=[float(e) for e in np.asarray(step_sizes)]
+            ),
+        },
     )

@@ -297,4 +297,12 @@ def run(
     )
     if family.rank < s.rank:
         progress(f"mfa: rank {s.rank} clipped to d = {posterior.d}")
-    return run_vi(posterior, keys, family, settings, progress=progress, label="mfa")
+    return run_vi(
+        posterior,
+        keys,
+        family,
+        settings,
+        progress=progress,
+        label="mfa",
+        used={"rank": family.rank},
+    )

@@ -253,7 +253,8 @@ def _far_from_posterior(ok: pd.DataFrame) -> Flag | None:
             f"; re-weighted to π, λ̂ is {worst['llc_is']:.3g}, as unreliable as that "
             "effective sample size says"
         )
-    return Flag("far_from_posterior", f"KL ≥ {worst['kl_bound']:.3g}", why)
+    label = f"KL ≥ {worst['kl_bound']:.3g} ({ratio.max():.2f}/λ̂)"
+    return Flag("far_from_posterior", label, why)
 
 
 def _stat(values: pd.Series, how: str) -> float:
@@ -271,6 +272,8 @@ def pool(runs: pd.DataFrame) -> pd.DataFrame:
     are per replicate (mean).
     """
     rows = []
+    finished = runs[runs["status"] == "ok"]
+    hmc_mean = finished[finished["algo"] == "hmc"].groupby("target")["llc_mean"].mean()
     for (target, method), g in runs.groupby(["target", "method"], sort=True):
         ok = g[g["status"] == "ok"]
         k = len(ok)
@@ -284,6 +287,12 @@ def pool(runs: pd.DataFrame) -> pd.DataFrame:
             float(with_truth["truth_se"].iloc[0]) if len(with_truth) else math.nan
         )
         rel = (mean - truth) / truth if _finite(truth) and truth != 0 else math.nan
+        hmc = float(hmc_mean.get(target, math.nan))
+        vs_hmc = (
+            (mean - hmc) / hmc
+            if _finite(hmc) and hmc != 0 and not (g["algo"] == "hmc").all()
+            else math.nan
+        )
         vi = is_vi(g)
         converged = g["converged"].dropna()
         # HMC runs are the reference of a target without a truth, not measured by it.
@@ -311,6 +320,7 @@ def pool(runs: pd.DataFrame) -> pd.DataFrame:
                 "truth_se": truth_se,
                 "is_reference": is_reference,
                 "rel_error": rel,
+                "rel_error_hmc": vs_hmc,
                 # A VI fit's ESS is that of its final draws weighted by π/q.
                 "ess_min": _stat(ok["is_ess"] if vi else ok["ess"], "min"),
                 "rhat_max": _stat(ok["rhat"], "max"),
@@ -406,6 +416,7 @@ def summary_rows(pooled: pd.DataFrame) -> list[dict]:
                     if r["is_reference"]
                     else text(r["truth_kind"]),
                     "rel_error": fmt(r["rel_error"], "+.1%"),
+                    "rel_error_hmc": fmt(r["rel_error_hmc"], "+.1%"),
                     "ess": fmt(r["ess_min"], ".0f"),
                     "rhat": fmt(r["rhat_max"], ".3f"),
                     "mc_error": fmt(r["mc_error"], ".2g"),

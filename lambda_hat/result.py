@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +35,13 @@ class RunOutput:
     status: str = "ok"
     message: str = ""
     summary_extra: dict = field(default_factory=dict)
+
+
+def settings_used(**values) -> str:
+    """The ``settings_used`` column: what a run took where its settings leave the
+    choice to the target (a cap at d, a derived default, an adapted value), as JSON
+    with sorted keys. Plain Python numbers and lists only."""
+    return json.dumps(values, sort_keys=True)
 
 
 def diverged_message(values: np.ndarray, steps: np.ndarray, what: str = "loss") -> str:

@@ -15,10 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
+
+from lambda_hat.config import ConfigError
 
 # Strings that stand for null where the schema allows null and not a string.
 NULL_WORDS = ("null", "~", "none")
+# At most this many schema violations are listed in one error.
+MAX_LISTED = 10
 
 
 def load_schema(path: str | Path) -> dict:
@@ -49,6 +54,47 @@ def coerce_types(config: dict, schema: Mapping | str | Path) -> dict:
         schema = load_schema(schema)
     _coerce_children(config, schema, schema)
     return config
+
+
+def check_schema(config: dict, schema: Mapping | str | Path) -> None:
+    """Raise :class:`ConfigError` listing every way ``config`` breaks its schema.
+
+    Each line names the key by its dotted path and says what is wrong, and for an
+    unknown key which keys are known there; the schema itself is not printed.
+    Snakemake's own validation (which also fills in defaults) runs after this, so it
+    only ever sees a config that passes.
+    """
+    if not isinstance(schema, Mapping):
+        schema = load_schema(schema)
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(
+        validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]
+    )
+    if not errors:
+        return
+    lines = [f"{_path(e)}: {_describe(e)}" for e in errors[:MAX_LISTED]]
+    if len(errors) > MAX_LISTED:
+        lines.append(f"... and {len(errors) - MAX_LISTED} more")
+    raise ConfigError(
+        "the config breaks its schema (workflow/schemas/config.schema.yaml):\n  "
+        + "\n  ".join(lines)
+    )
+
+
+def _path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = sorted((error.schema.get("properties") or {}).keys())
+        unknown = sorted(set(error.instance) - set(known))
+        if known and unknown:
+            return (
+                f"unknown key{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(map(repr, unknown))}; known keys here: {', '.join(known)}"
+            )
+    return error.message
 
 
 def coerce_per_target(config: dict, schema: Mapping | str | Path) -> dict:

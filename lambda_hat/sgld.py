@@ -20,7 +20,7 @@ import numpy as np
 
 from lambda_hat.loop import Timing, run_chunked
 from lambda_hat.posterior import Posterior
-from lambda_hat.result import RunOutput, mcmc_output
+from lambda_hat.result import RunOutput, mcmc_output, settings_used
 from lambda_hat.runtime import map_chains
 
 
@@ -115,4 +115,5 @@ def run(
         nbeta=posterior.nbeta,
         L0=posterior.L0,
         timing=timing,
+        summary_extra={"settings_used": settings_used(batch_size=b)},
     )

@@ -75,6 +75,7 @@ LLC = pa.schema(
         pa.field("status", pa.string(), nullable=False),
         pa.field("message", pa.string()),
         pa.field("settings", pa.string()),
+        pa.field("settings_used", pa.string()),
         pa.field("version", pa.string()),
     ]
 )
@@ -82,7 +83,7 @@ LLC = pa.schema(
 TRUTH_KINDS = ("exact", "aoyagi", "reference")
 # Summary columns added after the first tables were written: a file without them reads
 # them as null, so results from an older version still aggregate and report.
-LATER_LLC_COLUMNS = ("is_ess", "kl_bound", "llc_is")
+LATER_LLC_COLUMNS = ("is_ess", "kl_bound", "llc_is", "settings_used")
 SORT_KEYS = ["target", "method", "rep"]
 
 

@@ -46,7 +46,7 @@ import optax
 from lambda_hat.estimate import Estimate
 from lambda_hat.loop import Timing, run_chunked
 from lambda_hat.posterior import Posterior
-from lambda_hat.result import RunOutput, diverged_message
+from lambda_hat.result import RunOutput, diverged_message, settings_used
 
 # Key streams folded into a chain's key.
 STREAM_STEPS, STREAM_INIT, STREAM_TRACE, STREAM_EVAL = 0, 1, 2, 3
@@ -399,6 +399,7 @@ def run_vi(
     *,
     progress: Callable[[str], None],
     label: str,
+    used: dict | None = None,
 ) -> RunOutput:
     """Fit one q per key under ``vmap`` and estimate λ̂ from each fitted q.
 
@@ -409,6 +410,8 @@ def run_vi(
         settings: :class:`VISettings`, or a method's settings dict holding its keys.
         progress: where progress lines go.
         label: what is running, for the progress lines (the algo name).
+        used: the family's values for the ``settings_used`` column (the batch size
+            as clipped to n is added here).
 
     Returns:
         The trace as draws, one record every ``eval_every`` steps: step,
@@ -563,5 +566,6 @@ def run_vi(
         summary_extra={
             "converged": converged(draws["elbo"]) if not message else False,
             **importance_diagnostics(final["log_w"], losses, nbeta, L0),
+            "settings_used": settings_used(batch_size=b, **(used or {})),
         },
     )

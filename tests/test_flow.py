@@ -336,6 +336,11 @@ def test_k_above_d_means_k_equals_d(make_target, default_config):
     ]
     assert rows[0]["llc_mean"] == rows[1]["llc_mean"]
     assert np.isfinite(rows[0]["llc_mean"])
+    # The row says what ran: k = d = 10 both times (the settings say null and 12),
+    # with all 10 Lanczos steps, and the batch clipped to n.
+    for row in rows:
+        used = json.loads(row["settings_used"])
+        assert used == {"batch_size": 1000, "k": 10, "lanczos_steps": 10}, used
 
 
 LINREG_D100 = {

@@ -9,6 +9,8 @@ suite.
 
 from __future__ import annotations
 
+import json
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -115,8 +117,10 @@ def test_gradient_evaluations_count_adaptation_and_every_leapfrog(dln2):
     assert (
         grad_evals[:, -1] > 3 * (settings["n_warmup"] + settings["n_samples"])
     ).all()
-    # The summary row counts all chains.
+    # The summary row counts all chains, and records each chain's adapted step size.
     assert row["grad_evals"] == pytest.approx(grad_evals[:, -1].sum())
+    step_sizes = json.loads(row["settings_used"])["step_size"]
+    assert len(step_sizes) == 2 and all(0 < e < 10 for e in step_sizes), step_sizes
     # A draw is marked divergent when any of its `thin` transitions diverged.
     marked = int(out.draws["divergent"].sum())
     assert marked <= row["divergences"] <= settings["thin"] * marked

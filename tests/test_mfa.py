@@ -4,6 +4,7 @@ reproducibility, and divergence."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import jax
@@ -201,6 +202,7 @@ def test_run_method_linreg_is_exact_and_traced(make_target):
     # the bound on KL(q‖π) is at rounding level.
     assert row["is_ess"] >= 0.9 * settings["eval_samples"], row["is_ess"]
     assert 0.0 <= row["kl_bound"] < 0.05, row["kl_bound"]
+    assert json.loads(row["settings_used"]) == {"batch_size": 1000, "rank": 4}
     assert len(row["llc_chains"]) == 2
 
     # One record every eval_every steps, and the work it counts: M·b/n per step,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -26,6 +27,9 @@ def test_table_rows_carry_truth_and_provenance(finished):
     assert llc["key_data"].map(len).eq(2).all()
     assert llc["key_labels"].map(lambda labels: labels[0]).eq("rule=sample").all()
     assert (llc["grad_evals"] > 0).all() and (llc["wall_s"] > 0).all()
+    # What each run used where its settings leave the choice to the target.
+    used = llc["settings_used"].map(json.loads)
+    assert (used.map(lambda u: u["batch_size"]) <= llc["n"]).all()
 
 
 def test_logs_have_progress(finished):

@@ -287,6 +287,8 @@ def test_problem_flags_sit_in_their_rows(experiment):
     assert "far_from_posterior" in flag_keys(far)
     why = far.select_one("span.flag-far_from_posterior")["title"]
     assert "KL(q‖π) ≥ 11 nats, 1.16 per unit" in why
+    label = far.select_one("span.flag-far_from_posterior").get_text(strip=True)
+    assert label == "KL ≥ 11 (1.16/λ̂)"
     assert "2.5 draws" in why and "7.2" in why
     assert far.select_one("td.bad").get_text(strip=True) == "2"
     for target in ("linreg", "mlp"):
@@ -325,6 +327,15 @@ def test_pooled_row_shows_replicates_and_truth(experiment):
     # mlp has no truth: its non-HMC rows are measured against the HMC reference.
     assert pooled.loc[("mlp", "sgld"), "truth_kind"] == "reference"
     assert pooled.loc[("mlp", "vi"), "kind"] == "VI"
+    # Every non-HMC row is also measured against HMC on its target; HMC is not.
+    hmc = llc[(llc["target"] == "dln") & (llc["algo"] == "hmc")]["llc_mean"].mean()
+    vi = pooled.loc[("dln", "vi")]
+    assert vi["rel_error_hmc"] == pytest.approx((vi["llc_mean"] - hmc) / hmc)
+    assert math.isnan(pooled.loc[("dln", "hmc"), "rel_error_hmc"])
+    vi_cells = [td.get_text(strip=True) for td in summary_row(soup, "dln", "vi")]
+    assert report.fmt(vi["rel_error_hmc"], "+.1%") in vi_cells
+    # A run that ended normally reads "finished", its flags beside it.
+    assert "finished" in summary_row(soup, "linreg", "sgld").get_text()
     # A VI row's ESS is its importance ESS, not a chain's.
     assert pooled.loc[("mlp", "vi"), "ess_min"] == pytest.approx(950.0)
     assert pooled.loc[("mlp", "vi"), "mc_error"] == pytest.approx(0.03)

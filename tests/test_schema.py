@@ -12,13 +12,14 @@ from snakemake.utils import update_config, validate
 from snakemake_runs import load_tiny
 
 from lambda_hat.config import canonical
-from lambda_hat.schema import coerce_types, load_schema
+from lambda_hat.schema import check_schema, coerce_types, load_schema
 
 
 def prepared(config: dict) -> dict:
-    """What the Snakefile does with a config: coerce types, then validate."""
+    """What the Snakefile does with a config: coerce types, check, then validate."""
     config = copy.deepcopy(config)
     coerce_types(config, SCHEMA)
+    check_schema(config, SCHEMA)
     validate(config, str(SCHEMA))
     return config
 
@@ -189,3 +190,27 @@ def test_per_target_entry_for_an_unknown_target_is_named():
     config["methods"]["sgld"]["per_target"] = {"mlp": {"step_size": 1e-5}}
     with pytest.raises(ConfigError, match=r"methods\.sgld\.per_target\.mlp: there is"):
         check_config(config)
+
+
+def test_schema_errors_name_each_key_and_list_the_known_ones():
+    """A config that breaks the schema fails with one line per problem, each naming
+    the key by its dotted path; an unknown key comes with the keys known there.
+    Every problem is listed, not only the first, and the schema is not printed."""
+    from lambda_hat.config import ConfigError
+
+    config = load_tiny()
+    config["methods"]["sgld"]["n_step"] = config["methods"]["sgld"].pop("n_steps")
+    config["methods"]["sgld"]["step_size"] = -1.0
+    config["targets"]["dln"]["widths"] = "five"
+    with pytest.raises(ConfigError) as err:
+        prepared(config)
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("the config breaks its schema")
+    assert lines[1:] == [
+        "  methods.sgld: unknown key 'n_step'; known keys here: algo, batch_size, "
+        "beta, burn_in, gamma, n_chains, n_steps, per_target, replicates, step_size, "
+        "thin",
+        "  methods.sgld.step_size: -1.0 is less than or equal to the minimum of 0",
+        "  targets.dln.widths: 'five' is not of type 'array'",
+    ]
+    check_schema(prepared(load_tiny()), SCHEMA)  # a good config passes
