@@ -72,8 +72,7 @@ class Flag:
 
     Attributes:
         key: what is wrong (``diverged``, ``rhat``, ``ess``, ``far_from_posterior``,
-            ``negative``,
-            ``grad_norm``, ``not_converged``, ``divergences``).
+            ``negative``, ``grad_norm``, ``not_converged``, ``divergences``).
         label: the badge's short text.
         why: the longer explanation, shown on hover.
     """
