@@ -246,6 +246,13 @@ def gradient_moments(
     return g.mean(axis=0), g2.mean(axis=0)
 
 
+def _log_target(posterior: Posterior, w: jax.Array, losses: jax.Array) -> jax.Array:
+    """log π̃(w) = −nβ·L_n(w) − (γ/2)‖w − w*‖² for rows w (num, d) whose full-batch
+    losses (num,) are known; returns (num,)."""
+    u = w - posterior.w_star
+    return -(posterior.nbeta * losses + 0.5 * posterior.gamma * jnp.sum(u * u, axis=1))
+
+
 def _full_losses(posterior: Posterior, w: jax.Array) -> jax.Array:
     """L_n at each row of w, shape (num, d) -> (num,), a few samples at a time.
 
@@ -465,8 +472,7 @@ def run_vi(
             fixed = jax.random.clone(stream(key, STREAM_TRACE))
             w = family.sample(params, fixed, s.trace_samples)
             losses = _full_losses(posterior, w)
-            u = w - posterior.w_star
-            log_p = -(nbeta * losses + 0.5 * posterior.gamma * jnp.sum(u * u, axis=1))
+            log_p = _log_target(posterior, w, losses)
             log_q = family.log_q(params, w)
             out["loss"] = losses.mean()
             out["elbo"] = jnp.mean(log_p - log_q)
@@ -508,9 +514,8 @@ def run_vi(
     def evaluate(key, params):
         w = family.sample(params, stream(key, STREAM_EVAL), s.eval_samples)
         losses = _full_losses(posterior, w)
-        u = w - posterior.w_star
-        log_p = -(nbeta * losses + 0.5 * posterior.gamma * jnp.sum(u * u, axis=1))
-        out = {"loss": losses, "log_w": log_p - family.log_q(params, w)}
+        log_w = _log_target(posterior, w, losses) - family.log_q(params, w)
+        out = {"loss": losses, "log_w": log_w}
         if use_cv:
             u = w - posterior.w_star
             out["quad"] = u @ grad0 + 0.5 * (u * u) @ diag_h

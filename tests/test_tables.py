@@ -122,15 +122,16 @@ def test_reading_a_corrupt_file_names_it(tmp_path):
 
 
 def test_summary_files_written_before_the_importance_columns_still_read(tmp_path):
-    """A summary.parquet from before is_ess, kl_bound and llc_is existed aggregates,
-    the three read as null; any other missing column is still an error that names
-    the file."""
+    """A summary.parquet from before is_ess, kl_bound, llc_is and settings_used
+    existed aggregates, the four read as null; any other missing column is still an
+    error that names the file."""
     table = rows_table([row("t", "m", 0)])
-    old = table.drop_columns(["is_ess", "kl_bound", "llc_is"])
+    old = table.drop_columns(["is_ess", "kl_bound", "llc_is", "settings_used"])
     pq.write_table(old, tmp_path / "old.parquet")
     read = read_table(tmp_path / "old.parquet", LLC)
     assert read.schema == LLC
     assert read.column("is_ess").null_count == 1
+    assert read.column("settings_used").null_count == 1
     assert aggregate([tmp_path / "old.parquet"]).num_rows == 1
     pq.write_table(old.drop_columns(["llc_se"]), tmp_path / "broken.parquet")
     with pytest.raises(ValueError, match=r"broken\.parquet lacks .*\['llc_se'\]"):
